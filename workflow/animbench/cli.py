@@ -1,0 +1,180 @@
+"""The `animbench` command line. Workflow rules call these subcommands; each is thin and
+delegates to the package. Errors a user can act on print as one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from animbench.errors import AnimbenchError
+
+
+def _json(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return value
+
+
+def _cmd_synthetic(args: argparse.Namespace) -> None:
+    from animbench.data.synthetic import make_dataset
+
+    make_dataset(
+        kind=args.kind,
+        out=args.out,
+        seed=args.seed,
+        num_train=args.num_train,
+        num_test=args.num_test,
+        frames=args.frames,
+        size=args.size,
+    )
+
+
+def _cmd_data(args: argparse.Namespace) -> None:
+    from animbench.data import sources
+
+    sources.run(args.step, dataset=args.dataset, spec=args.spec, inputs=args.input, out=args.out)
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from animbench.train.trainer import train
+
+    train(
+        data=args.data,
+        method=args.method,
+        preset=args.preset,
+        overrides=args.overrides,
+        out=args.out,
+        device=args.device,
+        seed=args.seed,
+    )
+
+
+def _cmd_reconstruct(args: argparse.Namespace) -> None:
+    from animbench.evaluate.reconstruct import reconstruct
+
+    reconstruct(
+        data=args.data,
+        method=args.method,
+        checkpoint=args.checkpoint,
+        out=args.out,
+        device=args.device,
+    )
+
+
+def _cmd_metrics(args: argparse.Namespace) -> None:
+    from animbench.evaluate.metrics import video_metrics
+
+    video_metrics(
+        gt=args.gt,
+        pred=args.pred,
+        keypoints=args.keypoints,
+        identity=args.identity,
+        with_mkr=args.mkr,
+        out=args.out,
+        dataset=args.dataset,
+        method=args.method,
+    )
+
+
+def _cmd_table(args: argparse.Namespace) -> None:
+    from animbench import tables
+
+    if args.table == "table1":
+        tables.write_table1(out=args.out)
+    else:
+        tables.write_table2(metrics=args.metrics, spec=args.spec, out=args.out)
+
+
+def _cmd_config(args: argparse.Namespace) -> None:
+    from animbench.config import load_config
+
+    config = load_config(args.files)
+    print(json.dumps(config, indent=2) if args.show else "config OK")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="animbench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synthetic", help="render a synthetic benchmark dataset")
+    p.add_argument("--kind", choices=["face", "body"], required=True)
+    p.add_argument("--out", required=True, help="dataset root; train/ and test/ are created")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-train", type=int, default=24)
+    p.add_argument("--num-test", type=int, default=6)
+    p.add_argument("--frames", type=int, default=32)
+    p.add_argument("--size", type=int, default=64)
+    p.set_defaults(func=_cmd_synthetic)
+
+    p = sub.add_parser("data", help="real datasets: metadata, download, crop")
+    p.add_argument("step", choices=["metadata", "download", "crop"])
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--spec", type=_json, default={}, help="the dataset's config entry as JSON")
+    p.add_argument("--input", action="append", default=[])
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_data)
+
+    p = sub.add_parser("train", help="train a motion model on a dataset")
+    p.add_argument("--data", required=True, help="dataset root with train/ and test/")
+    p.add_argument("--method", required=True)
+    p.add_argument("--preset", required=True)
+    p.add_argument("--overrides", type=_json, default={}, help="preset overrides as JSON")
+    p.add_argument("--out", required=True, help="run folder; resumes from its last checkpoint")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("reconstruct", help="video reconstruction of every test clip")
+    p.add_argument("--data", required=True)
+    p.add_argument("--method", required=True)
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_reconstruct)
+
+    p = sub.add_parser("metrics", help="per-video metrics of a reconstruction (Parquet)")
+    p.add_argument("--gt", required=True, help="ground-truth test split folder")
+    p.add_argument("--pred", required=True, help="reconstruction folder")
+    p.add_argument("--keypoints", default="none", help="keypoint detector backend")
+    p.add_argument("--identity", default="none", help="identity embedder backend")
+    p.add_argument("--mkr", action="store_true", help="also compute MKR (body datasets)")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--method", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_metrics)
+
+    p = sub.add_parser("table", help="gather a results table (Parquet)")
+    p.add_argument("table", choices=["table1", "table2"])
+    p.add_argument("--metrics", nargs="*", default=[])
+    p.add_argument("--spec", type=_json, default={}, help="benchmark spec as JSON")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_table)
+
+    p = sub.add_parser("config", help="validate configuration files (later ones override)")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--show", action="store_true", help="print the merged, validated config")
+    p.set_defaults(func=_cmd_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except AnimbenchError as exc:
+        print(f"animbench {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"animbench {args.command}: interrupted; finished work is kept", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
