@@ -1,0 +1,369 @@
+"""Results tables beside the papers' numbers (DESIGN.md §5).
+
+Long format: one row per (paper, table, dataset, method, metric) with our `value`, the paper's
+`paper_value`, `delta = value − paper_value`, how many videos/frames the value rests on, a
+`status` (measured / not run / not implemented / not computed / missing) and a `note` saying
+why a value is absent or how comparable it is, plus provenance. Values are never invented: a
+value is NaN unless it was measured in this run.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import animbench
+from animbench.errors import ConfigError, DataError
+from animbench.evaluate.metrics import aggregate, write_parquet_atomic
+
+COLUMNS = [
+    "paper",
+    "table",
+    "dataset",
+    "paper_dataset",
+    "method",
+    "metric",
+    "value",
+    "paper_value",
+    "delta",
+    "n_videos",
+    "n_frames",
+    "status",
+    "note",
+    "git_commit",
+    "config_hash",
+    "checkpoint_sha256",
+    "keypoint_detector",
+    "identity_embedder",
+    "detector_versions",
+    "animbench_version",
+    "created",
+]
+FLOAT_COLUMNS = ["value", "paper_value", "delta"]
+INT_COLUMNS = ["n_videos", "n_frames"]
+
+MTIA = "mtia_eccv2022"
+TABLE2_METHODS = ["fomm", "mraa", "mtia"]  # MTIA's Table 2, in the paper's order
+DEFAULT_IMPLEMENTED = {"fomm", "source-copy"}
+NOT_IMPLEMENTED_ISSUE = "issue 4"
+
+# MTIA Table 1 rows: (row name, method, preset, networks counted). FOMM's generator includes
+# its dense motion network (the paper's "ImageGenerator"); motion estimators are the keypoint /
+# region networks alone.
+TABLE1_ROWS = [
+    ("ImageGenerator", "fomm", "fomm-vox256", ("generator",)),
+    ("MotionEstimator-FOMM", "fomm", "fomm-vox256", ("kp_detector",)),
+    ("MotionEstimator-MRAA", "mraa", "mraa-vox256", ("region_predictor",)),
+    ("MotionEstimator-MTIA", "mtia", "mtia-vox256", ("kp_detector",)),
+]
+
+
+def method_name(method: str) -> str:
+    """The paper's display name of a method key (fomm -> FOMM)."""
+    from animbench.models.registry import METHOD_NAMES
+
+    return METHOD_NAMES.get(method, method)
+
+
+def is_implemented(method: str) -> bool:
+    """Whether the method's model exists, asked of the registry; before the registry can
+    answer, only FOMM and the source-copy baseline are."""
+    try:
+        from animbench.models.registry import is_implemented as registry_is_implemented
+    except ImportError:
+        return method in DEFAULT_IMPLEMENTED
+    return bool(registry_is_implemented(method))
+
+
+def not_implemented_note(method: str) -> str:
+    """'MRAA is not implemented yet (issue 4)', with the issue the registry plans it in."""
+    try:
+        from animbench.models.registry import PLANNED
+    except ImportError:
+        PLANNED = {}
+    issue = PLANNED.get(method, NOT_IMPLEMENTED_ISSUE)
+    return f"{method_name(method)} is not implemented yet ({issue})"
+
+
+def paper_values() -> pd.DataFrame:
+    """Every number of the papers' tables, from the packaged paper_tables.csv."""
+    source = resources.files("animbench") / "resources" / "paper_tables.csv"
+    with source.open("r", encoding="utf-8") as handle:
+        return pd.read_csv(handle, dtype={"value": float}, keep_default_na=False, na_values=[""])
+
+
+def _paper_lookup(paper: str, table: str) -> dict[tuple[str, str, str], float]:
+    values = paper_values()
+    values = values[(values["paper"] == paper) & (values["table"] == table)]
+    return {(r.dataset, r.method, r.metric): float(r.value) for r in values.itertuples(index=False)}
+
+
+def git_commit() -> str:
+    """HEAD of the repository holding the package; "unknown" outside a repository."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    commit = result.stdout.strip()
+    return commit if result.returncode == 0 and commit else "unknown"
+
+
+def _provenance(config_hash: str | None) -> dict[str, Any]:
+    return {
+        "git_commit": git_commit(),
+        "config_hash": config_hash,
+        "animbench_version": animbench.__version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _finish(rows: list[dict[str, Any]], out: str | Path) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    for col in FLOAT_COLUMNS:
+        df[col] = df[col].astype("float64")
+    for col in INT_COLUMNS:
+        df[col] = df[col].astype("Int64")
+    for col in COLUMNS:
+        if col not in FLOAT_COLUMNS + INT_COLUMNS:
+            df[col] = df[col].astype("string")
+    write_parquet_atomic(df, out)
+    return df
+
+
+def _read_metrics(paths: Sequence[str | Path]) -> pd.DataFrame:
+    frames = []
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"{path}: metrics file not found")
+        try:
+            frames.append(pd.read_parquet(path))
+        except Exception as exc:  # pyarrow raises several types for broken files
+            raise DataError(f"{path}: corrupt Parquet ({type(exc).__name__}: {exc})") from exc
+        missing = {"dataset", "method", "video", "n_frames", "l1_sum"} - set(frames[-1].columns)
+        if missing:
+            raise DataError(f"{path}: not a metrics file (missing columns {sorted(missing)})")
+    if not frames:
+        return pd.DataFrame(columns=["dataset", "method", "video"])
+    df = pd.concat(frames, ignore_index=True)
+    dup = df.duplicated(["dataset", "method", "video"])
+    if dup.any():
+        r = df[dup].iloc[0]
+        raise DataError(
+            f"metrics files hold video {r['video']} of {r['dataset']}/{r['method']} twice"
+        )
+    return df
+
+
+def _unique(series: pd.Series | None) -> str | None:
+    if series is None:
+        return None
+    values = sorted({str(v) for v in series.dropna()})
+    return ", ".join(values) if values else None
+
+
+def _detector_label(group: pd.DataFrame, prefix: str) -> str | None:
+    """'name version (sha256 abcdef123456)' of the detector a group used, or None."""
+    cols = {
+        "keypoint": ("keypoint_detector", "keypoint_detector_version", "keypoint_weights_sha256"),
+        "identity": ("identity_embedder", "identity_embedder_version", "identity_weights_sha256"),
+    }[prefix]
+    if cols[0] not in group.columns:
+        return None
+    labels = set()
+    for values in group[[c for c in cols if c in group.columns]].itertuples(index=False):
+        name = values[0]
+        if name is None or pd.isna(name):
+            continue
+        label = str(name)
+        if len(values) > 1 and values[1] is not None and not pd.isna(values[1]):
+            label += f" {values[1]}"
+        if len(values) > 2 and values[2] is not None and not pd.isna(values[2]):
+            label += f" (sha256 {str(values[2])[:12]})"
+        labels.add(label)
+    return ", ".join(sorted(labels)) or None
+
+
+def write_table2(metrics: Sequence[str | Path], spec: dict, out: str | Path) -> pd.DataFrame:
+    """MTIA's Table 2 (paper mtia_eccv2022, table2) from per-video metrics files.
+
+    Rows: every spec dataset × (FOMM, MRAA, MTIA ∪ spec methods ∪ baselines ∪ measured) × the
+    dataset's metrics. Dataset and method come from the metrics rows, not the file names.
+    `spec` = {"datasets": {name: {"paper_name": str|None, "metrics": [...]}}, "methods": [...],
+    "baselines": [...], "config_hash": str}.
+    """
+    datasets = spec.get("datasets")
+    if not isinstance(datasets, dict) or not datasets:
+        raise ConfigError("table2.datasets: expected a non-empty mapping of datasets")
+    run_methods = list(spec.get("methods") or [])
+    baselines = list(spec.get("baselines") or [])
+    df = _read_metrics(metrics)
+    groups = {key: g for key, g in df.groupby(["dataset", "method"], sort=False)} if len(df) else {}
+    measured_methods = [m for _, m in groups]
+    methods = list(dict.fromkeys(TABLE2_METHODS + run_methods + baselines + measured_methods))
+    paper = _paper_lookup(MTIA, "table2")
+    prov = _provenance(spec.get("config_hash"))
+
+    rows: list[dict[str, Any]] = []
+    for dataset, dspec in datasets.items():
+        dspec = dspec or {}
+        paper_name = dspec.get("paper_name")
+        wanted = list(dspec.get("metrics") or ["L1"])
+        unknown = [m for m in wanted if m not in ("L1", "AKD", "MKR", "AED")]
+        if unknown:
+            raise ConfigError(f"table2.datasets.{dataset}.metrics: unknown metric {unknown[0]}")
+        for method in methods:
+            display = method_name(method)
+            group = groups.get((dataset, method))
+            agg = aggregate(group) if group is not None else {}
+            implemented = is_implemented(method)
+            for metric in wanted:
+                paper_value = (
+                    paper.get((paper_name, display, metric), np.nan) if paper_name else np.nan
+                )
+                row: dict[str, Any] = {
+                    "paper": MTIA,
+                    "table": "table2",
+                    "dataset": dataset,
+                    "paper_dataset": paper_name,
+                    "method": display,
+                    "metric": metric,
+                    "value": np.nan,
+                    "paper_value": paper_value,
+                    "delta": np.nan,
+                    "n_videos": None,
+                    "n_frames": None,
+                    **prov,
+                }
+                notes = []
+                if group is not None:
+                    row["checkpoint_sha256"] = _unique(group.get("checkpoint_sha256"))
+                    row["keypoint_detector"] = _unique(group.get("keypoint_detector"))
+                    row["identity_embedder"] = _unique(group.get("identity_embedder"))
+                    labels = [
+                        f"{kind}: {label}"
+                        for kind in ("keypoint", "identity")
+                        if (label := _detector_label(group, kind))
+                    ]
+                    row["detector_versions"] = "; ".join(labels) or None
+                if metric in agg:
+                    value, n_videos, n_frames = agg[metric]
+                    row.update(value=value, n_videos=n_videos, n_frames=n_frames)
+                    row["status"] = "measured"
+                    row["delta"] = value - paper_value
+                    if metric != "L1" and paper_name:
+                        kind = "keypoint" if metric in ("AKD", "MKR") else "identity"
+                        label = _detector_label(group, kind) or "an unnamed detector"
+                        notes.append(
+                            f"{metric} uses {label}: protocol-compatible, not identical to the "
+                            "paper's detectors"
+                        )
+                    warnings = _unique(group.get("warnings"))
+                    if warnings:
+                        notes.append(f"reconstruction warnings: {warnings}")
+                elif group is not None:
+                    row["status"] = "not computed"
+                    backend = (
+                        "keypoint detector" if metric in ("AKD", "MKR") else "identity embedder"
+                    )
+                    notes.append(f"{metric} was not computed in this run (no {backend} configured)")
+                elif not implemented:
+                    row["status"] = "not implemented"
+                    notes.append(not_implemented_note(method))
+                elif method not in run_methods + baselines:
+                    row["status"] = "not run"
+                    notes.append(f"{display} is not part of this run")
+                else:
+                    row["status"] = "missing"
+                    notes.append(f"no metrics file for {dataset}/{method} was given")
+                if not paper_name:
+                    notes.append("synthetic dataset: no paper value")
+                elif np.isnan(paper_value):
+                    notes.append(f"the paper reports no {metric} for {display} on {paper_name}")
+                row["note"] = "; ".join(notes)
+                rows.append(row)
+    return _finish(rows, out)
+
+
+def count_parameters(module: Any) -> int:
+    """Trainable and frozen parameters of a module, buffers excluded (as the papers count)."""
+    return int(sum(p.numel() for p in module.parameters()))
+
+
+def write_table1(out: str | Path) -> pd.DataFrame:
+    """MTIA's Table 1 (model capacity at 256×256): parameter counts from the registry presets.
+
+    Each row gets `params_M` (millions, beside the paper's rounded value), `params` (exact
+    count; the paper has none) and `FLOPs_G` (not implemented yet). A preset that cannot be
+    built is "not implemented" only when the registry says the method is; for an implemented
+    method the failure is raised.
+    """
+    from animbench.models import registry
+
+    paper = _paper_lookup(MTIA, "table1")
+    prov = _provenance(None)
+    built: dict[str, Any] = {}
+    rows: list[dict[str, Any]] = []
+    for row_name, method, preset, networks in TABLE1_ROWS:
+        count: int | None = None
+        note = ""
+        implemented = is_implemented(method)
+        try:
+            if preset not in built:
+                built[preset] = registry.build(preset)
+            modules = built[preset].networks
+            count = sum(count_parameters(modules[name]) for name in networks)
+        except Exception as exc:
+            if implemented:
+                raise
+            note = f"{not_implemented_note(method)}; preset {preset}: {type(exc).__name__}"
+        for metric in ("params_M", "params", "FLOPs_G"):
+            paper_value = paper.get(("-", row_name, metric), np.nan)
+            row: dict[str, Any] = {
+                "paper": MTIA,
+                "table": "table1",
+                "dataset": "-",
+                "paper_dataset": "-",
+                "method": row_name,
+                "metric": metric,
+                "value": np.nan,
+                "paper_value": paper_value,
+                "delta": np.nan,
+                "n_videos": None,
+                "n_frames": None,
+                "checkpoint_sha256": None,
+                "keypoint_detector": None,
+                "identity_embedder": None,
+                "detector_versions": None,
+                **prov,
+            }
+            if metric == "FLOPs_G":
+                row["status"] = "not implemented"
+                row["note"] = f"FLOPs counting is not implemented yet ({NOT_IMPLEMENTED_ISSUE})"
+            elif count is None:
+                row["status"] = "not implemented"
+                row["note"] = note
+            else:
+                value = count / 1e6 if metric == "params_M" else float(count)
+                row.update(value=value, delta=value - paper_value, status="measured")
+                row["note"] = (
+                    f"preset {preset}, networks {'+'.join(networks)} at 256x256; trainable and "
+                    "frozen parameters, buffers excluded"
+                    + ("; the paper gives only rounded millions" if metric == "params" else "")
+                )
+            rows.append(row)
+    return _finish(rows, out)
