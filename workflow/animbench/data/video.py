@@ -101,7 +101,9 @@ def read_clip(clip: str | Path) -> np.ndarray:
     try:
         frames = iio.imread(clip, index=None)
     except Exception as exc:  # imageio raises many types for broken containers
-        raise DataError(f"{clip}: corrupt or truncated video ({type(exc).__name__}: {exc})") from exc
+        raise DataError(
+            f"{clip}: corrupt or truncated video ({type(exc).__name__}: {exc})"
+        ) from exc
     frames = np.asarray(frames)
     if frames.ndim == 3:  # a single grayscale frame or a stack of grayscale frames
         frames = frames[..., None] if frames.shape[-1] not in (3, 4) else frames[None]
@@ -127,7 +129,9 @@ def write_clip(clip: str | Path, frames: Iterable[np.ndarray]) -> Path:
     for index, frame in enumerate(frames):
         frame = np.asarray(frame)
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[-1] != 3:
-            raise ValueError(f"frame {index} of {clip}: expected uint8 [H, W, 3], got {frame.dtype} {frame.shape}")
+            raise ValueError(
+                f"frame {index} of {clip}: expected uint8 [H, W, 3], got {frame.dtype} {frame.shape}"
+            )
         Image.fromarray(frame).save(tmp / FRAME_NAME.format(index), compress_level=1)
         count += 1
     if count == 0:

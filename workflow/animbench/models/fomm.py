@@ -1,0 +1,347 @@
+"""First Order Motion Model (Siarohin et al., NeurIPS 2019).
+
+Motion estimator: an hourglass keypoint detector predicting K keypoints and their local affine
+Jacobians. Dense motion: K+1 sparse motions T_k(z) = kp_s + J_s J_d⁻¹ (z − kp_d) (plus the
+identity for the background) combined by softmax masks, with an occlusion map. Generator:
+encoder → warp by the dense motion → occlusion → residual bottleneck → decoder.
+
+At the paper's vox-256 configuration the parameter layout and counts equal the authors'
+(generator 45,575,391 incl. dense motion; kp_detector 14,215,368).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from animbench.models.blocks import (
+    AntiAliasInterpolation2d,
+    DownBlock2d,
+    Hourglass,
+    ResBlock2d,
+    SameBlock2d,
+    UpBlock2d,
+    heatmap_mean,
+    init_identity_jacobian,
+    kp2gaussian,
+    make_coordinate_grid,
+    softmax_heatmap,
+    warp,
+)
+
+
+class KPDetector(nn.Module):
+    """Keypoints (expected coordinate of a softmax heatmap) and Jacobians (heatmap-weighted
+    average of 4 regressed channels per keypoint), on a 0.25-downscaled image."""
+
+    def __init__(
+        self,
+        block_expansion: int = 32,
+        num_kp: int = 10,
+        num_channels: int = 3,
+        max_features: int = 1024,
+        num_blocks: int = 5,
+        temperature: float = 0.1,
+        estimate_jacobian: bool = True,
+        scale_factor: float = 0.25,
+        single_jacobian_map: bool = False,
+        pad: int = 0,
+    ):
+        super().__init__()
+        self.predictor = Hourglass(block_expansion, num_channels, num_blocks, max_features)
+        self.kp = nn.Conv2d(self.predictor.out_filters, num_kp, kernel_size=7, padding=pad)
+        self.num_jacobian_maps = 1 if single_jacobian_map else num_kp
+        if estimate_jacobian:
+            self.jacobian = nn.Conv2d(
+                self.predictor.out_filters, 4 * self.num_jacobian_maps, kernel_size=7, padding=pad
+            )
+            init_identity_jacobian(self.jacobian, self.num_jacobian_maps)
+        else:
+            self.jacobian = None
+        self.temperature = temperature
+        self.scale_factor = scale_factor
+        if scale_factor != 1:
+            self.down = AntiAliasInterpolation2d(num_channels, scale_factor)
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.scale_factor != 1:
+            image = self.down(image)
+        feature_map = self.predictor(image)
+        heatmap = softmax_heatmap(self.kp(feature_map), self.temperature)
+        out = {"value": heatmap_mean(heatmap)}
+        if self.jacobian is not None:
+            b, k, h, w = heatmap.shape
+            jacobian_map = self.jacobian(feature_map).view(b, self.num_jacobian_maps, 4, h, w)
+            jacobian = (heatmap.unsqueeze(2) * jacobian_map).flatten(3).sum(-1)
+            out["jacobian"] = jacobian.view(b, k, 2, 2)
+        return out
+
+
+class DenseMotionNetwork(nn.Module):
+    """Combines the K+1 sparse motions into a dense backward flow and an occlusion map."""
+
+    def __init__(
+        self,
+        block_expansion: int = 64,
+        num_blocks: int = 5,
+        max_features: int = 1024,
+        num_kp: int = 10,
+        num_channels: int = 3,
+        estimate_occlusion_map: bool = True,
+        scale_factor: float = 0.25,
+        kp_variance: float = 0.01,
+    ):
+        super().__init__()
+        # input per motion (bg first): heatmap difference (1 channel) + warped source (C)
+        in_features = (num_kp + 1) * (num_channels + 1)
+        self.hourglass = Hourglass(block_expansion, in_features, num_blocks, max_features)
+        self.mask = nn.Conv2d(self.hourglass.out_filters, num_kp + 1, kernel_size=7, padding=3)
+        self.occlusion = (
+            nn.Conv2d(self.hourglass.out_filters, 1, kernel_size=7, padding=3)
+            if estimate_occlusion_map
+            else None
+        )
+        self.num_kp = num_kp
+        self.scale_factor = scale_factor
+        self.kp_variance = kp_variance
+        if scale_factor != 1:
+            self.down = AntiAliasInterpolation2d(num_channels, scale_factor)
+
+    def heatmap_representation(self, size, kp_driving, kp_source) -> torch.Tensor:
+        """G(kp_d) − G(kp_s) per keypoint, with a zero channel for the background: [B,K+1,1,H,W]."""
+        heatmap = kp2gaussian(kp_driving["value"], size, self.kp_variance) - kp2gaussian(
+            kp_source["value"], size, self.kp_variance
+        )
+        zeros = heatmap.new_zeros(heatmap.shape[0], 1, *size)
+        return torch.cat([zeros, heatmap], dim=1).unsqueeze(2)
+
+    def sparse_motions(self, size, kp_driving, kp_source) -> torch.Tensor:
+        """T_k(z) = kp_s + J_s J_d⁻¹ (z − kp_d) for each keypoint, identity first: [B,K+1,H,W,2]."""
+        b = kp_driving["value"].shape[0]
+        identity = make_coordinate_grid(size, kp_driving["value"].device, kp_driving["value"].dtype)
+        identity = identity.view(1, 1, *size, 2)
+        offset = identity - kp_driving["value"].view(b, self.num_kp, 1, 1, 2)
+        if "jacobian" in kp_driving:
+            jacobian = kp_source["jacobian"] @ torch.inverse(kp_driving["jacobian"])
+            offset = torch.einsum("bkij,bkhwj->bkhwi", jacobian, offset)
+        driving_to_source = offset + kp_source["value"].view(b, self.num_kp, 1, 1, 2)
+        return torch.cat([identity.expand(b, 1, *size, 2), driving_to_source], dim=1)
+
+    def forward(self, source_image, kp_driving, kp_source) -> dict[str, torch.Tensor]:
+        if self.scale_factor != 1:
+            source_image = self.down(source_image)
+        b, c, h, w = source_image.shape
+        heatmap = self.heatmap_representation((h, w), kp_driving, kp_source)
+        motions = self.sparse_motions((h, w), kp_driving, kp_source)
+        k1 = self.num_kp + 1
+        repeated = source_image.unsqueeze(1).expand(b, k1, c, h, w).reshape(b * k1, c, h, w)
+        deformed = warp(repeated, motions.reshape(b * k1, h, w, 2)).view(b, k1, c, h, w)
+        # channel order per motion = [heatmap, R, G, B], as the authors' checkpoints expect
+        prediction = self.hourglass(torch.cat([heatmap, deformed], dim=2).view(b, -1, h, w))
+        mask = F.softmax(self.mask(prediction), dim=1)
+        deformation = (motions * mask.unsqueeze(-1)).sum(dim=1)
+        out = {"sparse_deformed": deformed, "mask": mask, "deformation": deformation}
+        if self.occlusion is not None:
+            out["occlusion_map"] = torch.sigmoid(self.occlusion(prediction))
+        return out
+
+
+class OcclusionAwareGenerator(nn.Module):
+    """Encoder, warp of the encoded source by the dense motion, occlusion, bottleneck, decoder."""
+
+    def __init__(
+        self,
+        num_channels: int = 3,
+        num_kp: int = 10,
+        block_expansion: int = 64,
+        max_features: int = 512,
+        num_down_blocks: int = 2,
+        num_bottleneck_blocks: int = 6,
+        estimate_occlusion_map: bool = True,
+        dense_motion_params: dict | None = None,
+    ):
+        super().__init__()
+        self.dense_motion_network = (
+            DenseMotionNetwork(
+                num_kp=num_kp,
+                num_channels=num_channels,
+                estimate_occlusion_map=estimate_occlusion_map,
+                **dense_motion_params,
+            )
+            if dense_motion_params is not None
+            else None
+        )
+
+        def channels(level: int) -> int:
+            return min(max_features, block_expansion * (2**level))
+
+        self.first = SameBlock2d(num_channels, block_expansion, kernel_size=7, padding=3)
+        self.down_blocks = nn.ModuleList(
+            DownBlock2d(channels(i), channels(i + 1)) for i in range(num_down_blocks)
+        )
+        self.up_blocks = nn.ModuleList(
+            UpBlock2d(channels(num_down_blocks - i), channels(num_down_blocks - i - 1))
+            for i in range(num_down_blocks)
+        )
+        self.bottleneck = nn.Sequential()
+        for i in range(num_bottleneck_blocks):
+            self.bottleneck.add_module(f"r{i}", ResBlock2d(channels(num_down_blocks)))
+        self.final = nn.Conv2d(block_expansion, num_channels, kernel_size=7, padding=3)
+        self.num_channels = num_channels
+
+    def forward(self, source_image, kp_driving, kp_source) -> dict[str, torch.Tensor]:
+        out = self.first(source_image)
+        for block in self.down_blocks:
+            out = block(out)
+        result: dict[str, torch.Tensor] = {}
+        if self.dense_motion_network is not None:
+            motion = self.dense_motion_network(source_image, kp_driving, kp_source)
+            result.update(motion)
+            out = warp(out, motion["deformation"])
+            occlusion_map = motion.get("occlusion_map")
+            if occlusion_map is not None:
+                if occlusion_map.shape[2:] != out.shape[2:]:
+                    occlusion_map = F.interpolate(
+                        occlusion_map, size=out.shape[2:], mode="bilinear"
+                    )
+                out = out * occlusion_map
+            result["deformed"] = warp(source_image, motion["deformation"])
+        out = self.bottleneck(out)
+        for block in self.up_blocks:
+            out = block(out)
+        result["prediction"] = torch.sigmoid(self.final(out))
+        return result
+
+
+class DiscriminatorBlock(nn.Module):
+    """Conv 4×4 (no padding), optional instance norm, LeakyReLU 0.2, optional 2×2 average pool."""
+
+    def __init__(self, in_features, out_features, norm=False, kernel_size=4, pool=False, sn=False):
+        super().__init__()
+        self.conv = nn.Conv2d(in_features, out_features, kernel_size=kernel_size)
+        if sn:
+            self.conv = nn.utils.spectral_norm(self.conv)
+        self.norm = nn.InstanceNorm2d(out_features, affine=True) if norm else None
+        self.pool = pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv(x)
+        if self.norm is not None:
+            out = self.norm(out)
+        out = F.leaky_relu(out, 0.2)
+        return F.avg_pool2d(out, (2, 2)) if self.pool else out
+
+
+class Discriminator(nn.Module):
+    """Patch discriminator; optionally conditioned on keypoint heatmaps (use_kp)."""
+
+    def __init__(
+        self,
+        num_channels=3,
+        block_expansion=64,
+        num_blocks=4,
+        max_features=512,
+        sn=False,
+        use_kp=False,
+        num_kp=10,
+        kp_variance=0.01,
+    ):
+        super().__init__()
+        self.down_blocks = nn.ModuleList(
+            DiscriminatorBlock(
+                num_channels + num_kp * use_kp
+                if i == 0
+                else min(max_features, block_expansion * (2**i)),
+                min(max_features, block_expansion * (2 ** (i + 1))),
+                norm=(i != 0),
+                pool=(i != num_blocks - 1),
+                sn=sn,
+            )
+            for i in range(num_blocks)
+        )
+        last = min(max_features, block_expansion * (2**num_blocks))
+        self.conv = nn.Conv2d(last, 1, kernel_size=1)
+        if sn:
+            self.conv = nn.utils.spectral_norm(self.conv)
+        self.use_kp = use_kp
+        self.kp_variance = kp_variance
+
+    def forward(self, x, kp=None) -> tuple[list[torch.Tensor], torch.Tensor]:
+        out = x
+        if self.use_kp:
+            out = torch.cat([out, kp2gaussian(kp["value"], x.shape[2:], self.kp_variance)], dim=1)
+        feature_maps = []
+        for block in self.down_blocks:
+            out = block(out)
+            feature_maps.append(out)
+        return feature_maps, self.conv(out)
+
+
+class MultiScaleDiscriminator(nn.Module):
+    """One discriminator per pyramid scale; keys as in the reference checkpoints."""
+
+    def __init__(self, scales=(1,), **kwargs):
+        super().__init__()
+        self.scales = list(scales)
+        self.discs = nn.ModuleDict(
+            {str(s).replace(".", "-"): Discriminator(**kwargs) for s in scales}
+        )
+
+    def forward(self, pyramid: dict[str, torch.Tensor], kp=None) -> dict:
+        out = {}
+        for key, disc in self.discs.items():
+            scale = key.replace("-", ".")
+            feature_maps, prediction_map = disc(pyramid[f"prediction_{scale}"], kp)
+            out[f"feature_maps_{scale}"] = feature_maps
+            out[f"prediction_map_{scale}"] = prediction_map
+        return out
+
+
+class FOMM(nn.Module):
+    """The animator: keypoint detector + occlusion-aware generator (+ discriminator if a GAN
+    loss is used). Attribute names are the checkpoint keys of the authors' files."""
+
+    method = "fomm"
+
+    def __init__(
+        self,
+        common_params: dict,
+        kp_detector_params: dict,
+        generator_params: dict,
+        discriminator_params: dict | None = None,
+    ):
+        super().__init__()
+        common = dict(common_params)
+        estimate_jacobian = common.pop("estimate_jacobian", True)
+        self.kp_detector = KPDetector(
+            **kp_detector_params, **common, estimate_jacobian=estimate_jacobian
+        )
+        self.generator = OcclusionAwareGenerator(**generator_params, **common)
+        self.discriminator = (
+            MultiScaleDiscriminator(**discriminator_params, **common)
+            if discriminator_params is not None
+            else None
+        )
+
+    @property
+    def networks(self) -> dict[str, nn.Module]:
+        nets = {"generator": self.generator, "kp_detector": self.kp_detector}
+        if self.discriminator is not None:
+            nets["discriminator"] = self.discriminator
+        return nets
+
+    def detect(self, frame: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Motion representation of a frame: keypoints (and Jacobians)."""
+        return self.kp_detector(frame)
+
+    def animate(self, source, kp_source, kp_driving) -> dict[str, torch.Tensor]:
+        return self.generator(source, kp_driving=kp_driving, kp_source=kp_source)
+
+    def forward(self, source: torch.Tensor, driving: torch.Tensor) -> dict[str, torch.Tensor]:
+        kp_source = self.detect(source)
+        kp_driving = self.detect(driving)
+        out = self.animate(source, kp_source, kp_driving)
+        out["kp_source"] = kp_source
+        out["kp_driving"] = kp_driving
+        return out

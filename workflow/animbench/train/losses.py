@@ -1,0 +1,213 @@
+"""Losses shared by the motion models: multi-scale VGG19 perceptual loss, equivariance
+(value and Jacobian) under random TPS transforms, and the LSGAN terms.
+
+Facts from the reference implementations (notes/reference-models.md §0): VGG19 features sliced
+at relu1_1 … relu5_1 on ImageNet-normalised input, weights [10]*5, summed over the pyramid
+scales [1, 0.5, 0.25, 0.125]; TPS: θ = I + N(0, 0.05), 5×5 control points with N(0, 0.005)
+weights and the r² log r kernel with r the L1 distance.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from animbench import weights
+from animbench.models.blocks import ImagePyramid, make_coordinate_grid
+
+# torchvision's vgg19 `features` up to relu5_1 (index 29); M = 2×2 max pooling
+_VGG19_LAYOUT = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512]
+_VGG19_SLICES = [(0, 2), (2, 7), (7, 12), (12, 21), (21, 30)]
+
+
+class Vgg19(nn.Module):
+    """Frozen VGG19 feature extractor returning relu1_1, relu2_1, relu3_1, relu4_1, relu5_1.
+
+    Layer indices equal torchvision's `vgg19().features`, so its ImageNet file loads directly.
+    Without that file (offline), the network keeps torchvision's random initialisation and
+    `self.pretrained` is False; the trainer records a warning in its outputs.
+    """
+
+    def __init__(self, pretrained: bool = True):
+        super().__init__()
+        layers: list[nn.Module] = []
+        in_channels = 3
+        for item in _VGG19_LAYOUT:
+            if item == "M":
+                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            else:
+                conv = nn.Conv2d(in_channels, item, kernel_size=3, padding=1)
+                nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(conv.bias)
+                layers += [conv, nn.ReLU(inplace=True)]
+                in_channels = item
+        layers = layers[:30]
+        self.features = nn.Sequential(*layers)
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+        self.pretrained = False
+        self.weights_note = "VGG19 randomly initialised (pretrained=False requested)"
+        if pretrained:
+            self.pretrained, self.weights_note = self._load_imagenet()
+        self.requires_grad_(False)
+        self.eval()
+
+    def _load_imagenet(self) -> tuple[bool, str]:
+        path, reason = weights.fetch("vgg19")
+        if path is None:
+            note = f"VGG19 ImageNet weights unavailable ({reason}); perceptual loss uses a randomly initialised VGG19"
+            warnings.warn(note, stacklevel=3)
+            return False, note
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        features = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
+        features = {k: v for k, v in features.items() if int(k.split(".")[0]) < 30}
+        self.features.load_state_dict(features, strict=True)
+        return True, f"VGG19 ImageNet weights from {path}"
+
+    def train(self, mode: bool = True) -> Vgg19:
+        return super().train(False)  # always frozen, never in training mode
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out = (x - self.mean) / self.std
+        feats = []
+        for start, stop in _VGG19_SLICES:
+            for layer in self.features[start:stop]:
+                out = layer(out)
+            feats.append(out)
+        return feats
+
+
+class PerceptualPyramidLoss(nn.Module):
+    """Σ_scales Σ_i w_i · mean|φ_i(pred_s) − φ_i(real_s)| with the real features detached."""
+
+    def __init__(self, scales, weights_per_layer, num_channels=3, pretrained=True):
+        super().__init__()
+        self.pyramid = ImagePyramid(scales, num_channels)
+        self.vgg = Vgg19(pretrained=pretrained)
+        self.layer_weights = list(weights_per_layer)
+
+    def forward(self, prediction: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        pyramid_pred = self.pyramid(prediction)
+        with torch.no_grad():
+            pyramid_real = self.pyramid(real)
+        total = prediction.new_zeros(())
+        for key, pred in pyramid_pred.items():
+            pred_features = self.vgg(pred)
+            with torch.no_grad():
+                real_features = self.vgg(pyramid_real[key])
+            for weight, a, b in zip(self.layer_weights, pred_features, real_features):
+                if weight:
+                    total = total + weight * (a - b).abs().mean()
+        return total
+
+
+class RandomTPS:
+    """A random affine + thin-plate-spline warp for the equivariance constraint.
+
+    Coordinates are [-1, 1] (x, y); `warp_coordinates` maps points of the transformed frame to
+    the original frame, so `transform_frame` samples the original at warped positions.
+    """
+
+    def __init__(
+        self,
+        batch_size: int,
+        sigma_affine=0.05,
+        sigma_tps=0.005,
+        points_tps=5,
+        device=None,
+        generator=None,
+    ):
+        noise = torch.randn(batch_size, 2, 3, device=device, generator=generator) * sigma_affine
+        self.theta = noise + torch.eye(2, 3, device=device).unsqueeze(0)
+        self.control_points = make_coordinate_grid((points_tps, points_tps), device).view(1, -1, 2)
+        self.control_params = (
+            torch.randn(batch_size, 1, points_tps**2, device=device, generator=generator)
+            * sigma_tps
+        )
+        self.batch_size = batch_size
+
+    def warp_coordinates(self, coordinates: torch.Tensor) -> torch.Tensor:
+        """coordinates [B or 1, N, 2] -> [B, N, 2]."""
+        theta = self.theta.to(coordinates.dtype).unsqueeze(1)
+        transformed = (theta[..., :2] @ coordinates.unsqueeze(-1)).squeeze(-1) + theta[..., 2]
+        # r² log r with r the L1 distance to each control point (the reference kernel)
+        distances = (
+            (coordinates.unsqueeze(2) - self.control_points.to(coordinates).unsqueeze(1))
+            .abs()
+            .sum(-1)
+        )
+        kernel = distances**2 * torch.log(distances + 1e-6)
+        return transformed + (kernel * self.control_params.to(coordinates)).sum(-1, keepdim=True)
+
+    def transform_frame(self, frame: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = frame.shape
+        grid = make_coordinate_grid((h, w), frame.device, frame.dtype).view(1, h * w, 2)
+        grid = self.warp_coordinates(grid).view(b, h, w, 2)
+        return F.grid_sample(frame, grid, padding_mode="reflection", align_corners=True)
+
+    def jacobian(self, coordinates: torch.Tensor) -> torch.Tensor:
+        """∂T/∂z at the given points by autograd: [B, N, 2, 2]."""
+        with torch.enable_grad():
+            if not coordinates.requires_grad:
+                coordinates = coordinates.detach().requires_grad_(True)
+            warped = self.warp_coordinates(coordinates)
+            grad_x = torch.autograd.grad(warped[..., 0].sum(), coordinates, create_graph=True)[0]
+            grad_y = torch.autograd.grad(warped[..., 1].sum(), coordinates, create_graph=True)[0]
+        return torch.stack([grad_x, grad_y], dim=-2)
+
+
+def equivariance_losses(
+    kp_detector, driving, kp_driving, transform_params: dict, use_jacobian: bool, generator=None
+) -> dict[str, torch.Tensor]:
+    """Keypoints of a randomly warped frame, mapped back, must equal the frame's keypoints;
+    their Jacobians must compose to the identity: |I − J_d⁻¹ · ∇T · J_t| (FOMM Eq. 12)."""
+    transform = RandomTPS(
+        driving.shape[0], **transform_params, device=driving.device, generator=generator
+    )
+    transformed_kp = kp_detector(transform.transform_frame(driving))
+    out = {
+        "equivariance_value": (
+            kp_driving["value"] - transform.warp_coordinates(transformed_kp["value"])
+        )
+        .abs()
+        .mean()
+    }
+    if use_jacobian and "jacobian" in kp_driving:
+        jacobian_transformed = (
+            transform.jacobian(transformed_kp["value"]) @ transformed_kp["jacobian"]
+        )
+        value = torch.inverse(kp_driving["jacobian"]) @ jacobian_transformed
+        eye = torch.eye(2, device=value.device, dtype=value.dtype).view(1, 1, 2, 2)
+        out["equivariance_jacobian"] = (eye - value).abs().mean()
+    return out
+
+
+def generator_gan_loss(disc_generated: dict, scales) -> torch.Tensor:
+    """LSGAN generator term: mean (1 − D(G))² per scale."""
+    return sum(((1 - disc_generated[f"prediction_map_{s}"]) ** 2).mean() for s in scales)
+
+
+def feature_matching_loss(
+    disc_real: dict, disc_generated: dict, scales, layer_weights
+) -> torch.Tensor:
+    total = 0.0
+    for s in scales:
+        for w, a, b in zip(
+            layer_weights, disc_real[f"feature_maps_{s}"], disc_generated[f"feature_maps_{s}"]
+        ):
+            if w:
+                total = total + w * (a - b).abs().mean()
+    return total
+
+
+def discriminator_gan_loss(disc_real: dict, disc_generated: dict, scales) -> torch.Tensor:
+    """LSGAN discriminator term: (1 − D(x))² + D(G)²."""
+    return sum(
+        (
+            (1 - disc_real[f"prediction_map_{s}"]) ** 2 + disc_generated[f"prediction_map_{s}"] ** 2
+        ).mean()
+        for s in scales
+    )

@@ -1,0 +1,81 @@
+"""One cache for every downloaded weight file, resolved by name (URL and checksum here or in
+config). Offline machines get a clear answer instead of a hang: `fetch` returns None with the
+reason, and callers decide whether to fall back (VGG19 for the perceptual loss) or to stop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from animbench.errors import DataError
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    name: str
+    url: str
+    sha256_prefix: str  # torchvision names its files by the first 8 hex digits of the sha256
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+
+WEIGHTS = {
+    "vgg19": WeightFile(
+        "vgg19", "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth", "dcbb9e9d"
+    ),
+}
+
+
+def cache_dir() -> Path:
+    """$ANIMBENCH_CACHE, else resources/cache under the working directory (the workflow root)."""
+    return Path(os.environ.get("ANIMBENCH_CACHE", "resources/cache")) / "weights"
+
+
+def sha256sum(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _candidates(entry: WeightFile) -> list[Path]:
+    # torch hub's cache is checked too, so a machine that already has torchvision's file uses it
+    torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
+    return [cache_dir() / entry.filename, torch_home / "hub" / "checkpoints" / entry.filename]
+
+
+def fetch(name: str, timeout: float = 30.0) -> tuple[Path | None, str]:
+    """Path of a verified weight file, downloading it into the cache if needed.
+
+    Returns (None, reason) when the file is neither cached nor downloadable.
+    """
+    entry = WEIGHTS[name]
+    for path in _candidates(entry):
+        if path.is_file():
+            if not sha256sum(path).startswith(entry.sha256_prefix):
+                raise DataError(
+                    f"{path}: checksum does not match {entry.sha256_prefix}…; delete it"
+                )
+            return path, "cached"
+    target = _candidates(entry)[0]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with urllib.request.urlopen(entry.url, timeout=timeout) as response:
+            with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
+                shutil.copyfileobj(response, tmp)
+    except OSError as exc:
+        return None, f"{entry.url} unreachable ({exc})"
+    if not sha256sum(tmp.name).startswith(entry.sha256_prefix):
+        os.unlink(tmp.name)
+        raise DataError(f"{entry.url}: downloaded file fails its checksum {entry.sha256_prefix}…")
+    os.replace(tmp.name, target)
+    return target, "downloaded"
