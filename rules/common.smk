@@ -1,0 +1,133 @@
+# Tables built from the (validated) config, wildcard constraints, and every helper function.
+import json
+import re
+import shlex
+
+from animbench.config import table2_spec
+
+RESULTS = config["results"]
+DATASETS = config["datasets"]
+BENCHMARK = config["benchmark"]
+SYNTHETIC_DATASETS = [n for n, d in DATASETS.items() if d["source"] == "synthetic"]
+REAL_DATASETS = [n for n, d in DATASETS.items() if d["source"] != "synthetic"]
+TRAINED_METHODS = list(config["methods"])
+BASELINES = list(BENCHMARK["baselines"])
+# pinned files a real dataset may declare: file name under results/data/<dataset>/ -> config key
+PINNED_FILES = {"metadata.csv": "metadata", "test_list.txt": "test_list"}
+
+
+def alternatives(names):
+    """A regex matching exactly these names (one that never matches when there are none)."""
+    return "|".join(re.escape(name) for name in names) or "(?!)"
+
+
+wildcard_constraints:
+    dataset=alternatives(DATASETS),
+    method=alternatives(TRAINED_METHODS + BASELINES),
+
+
+def res(path):
+    """A path under the results folder."""
+    return f"{RESULTS}/{path}"
+
+
+def rule_resource(rule, key):
+    return config["resources"][rule][key]
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def pinned_spec(wildcards):
+    entry = DATASETS[wildcards.dataset][PINNED_FILES[wildcards.pinned_file]]
+    return json.dumps({**entry, "cache": config["cache"]})
+
+
+def dataset_spec(wildcards):
+    return json.dumps(
+        {
+            "name": wildcards.dataset,
+            **DATASETS[wildcards.dataset],
+            "cache": config["cache"],
+        }
+    )
+
+
+def pinned_inputs(dataset):
+    return {
+        key: res(f"data/{dataset}/{name}")
+        for name, key in PINNED_FILES.items()
+        if key in DATASETS[dataset]
+    }
+
+
+def download_inputs(wildcards):
+    """youtube datasets need the metadata CSV (the video ids); archives need nothing."""
+    inputs = pinned_inputs(wildcards.dataset)
+    return {"metadata": inputs["metadata"]} if "metadata" in inputs else {}
+
+
+def crop_inputs(wildcards):
+    return {
+        "manifest": res(f"data/{wildcards.dataset}/raw/manifest.csv"),
+        **pinned_inputs(wildcards.dataset),
+    }
+
+
+def input_args(wildcards, input):
+    """`--input FILE` for every input of the job, in a stable order."""
+    return " ".join(f"--input {shlex.quote(str(path))}" for path in input)
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def train_preset(wildcards):
+    return config["methods"][wildcards.method]["presets"][wildcards.dataset]
+
+
+def train_overrides(wildcards):
+    return json.dumps(config["methods"][wildcards.method]["overrides"], sort_keys=True)
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+def reconstruct_inputs(wildcards):
+    inputs = {"data": res(f"data/{wildcards.dataset}/clips")}
+    if wildcards.method not in BASELINES:
+        inputs["checkpoint"] = res(
+            f"runs/{wildcards.dataset}/{wildcards.method}/model.pt"
+        )
+    return inputs
+
+
+def checkpoint_arg(wildcards, input):
+    return (
+        f"--checkpoint {shlex.quote(input.checkpoint)}"
+        if "checkpoint" in input.keys()
+        else ""
+    )
+
+
+def dataset_value(key):
+    return lambda wildcards: DATASETS[wildcards.dataset][key]
+
+
+def mkr_flag(wildcards):
+    return "--mkr" if DATASETS[wildcards.dataset]["mkr"] else ""
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def benchmark_metrics(wildcards):
+    return expand(
+        res("metrics/{dataset}/{method}.parquet"),
+        dataset=BENCHMARK["datasets"],
+        method=BENCHMARK["methods"] + BASELINES,
+    )
+
+
+def benchmark_spec(wildcards):
+    return json.dumps(table2_spec(config), sort_keys=True)

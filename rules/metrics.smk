@@ -1,0 +1,30 @@
+# Per-video metrics of one reconstruction: L1 always, AKD/MKR with a keypoint detector, AED with
+# an identity embedder (the backends are named per dataset in config).
+
+
+rule metrics:
+    input:
+        gt=res("data/{dataset}/clips"),
+        pred=res("reconstruction/{dataset}/{method}"),
+    output:
+        res("metrics/{dataset}/{method}.parquet"),
+    log:
+        res("logs/metrics/{dataset}/{method}.log"),
+    benchmark:
+        res("benchmarks/metrics/{dataset}/{method}.tsv")
+    conda:
+        "../envs/eval.yaml"
+    threads: rule_resource("metrics", "threads")
+    resources:
+        gpu=rule_resource("metrics", "gpu"),
+        mem_mb=rule_resource("metrics", "mem_mb"),
+        runtime=rule_resource("metrics", "runtime"),
+    params:
+        keypoints=dataset_value("keypoints"),
+        identity=dataset_value("identity"),
+        mkr=mkr_flag,
+    shell:
+        "animbench metrics --gt {input.gt:q}/test --pred {input.pred:q}"
+        " --keypoints {params.keypoints} --identity {params.identity} {params.mkr}"
+        " --dataset {wildcards.dataset} --method {wildcards.method} --out {output:q}"
+        " > {log:q} 2>&1"

@@ -1,0 +1,27 @@
+# Video reconstruction of every test clip (source = frame 0, absolute motion). The whole folder
+# is the output: a rerun starts from an empty folder, so no stale clips survive; frames.parquet
+# is written last inside it. Baselines (source-copy) have no checkpoint.
+
+
+rule reconstruct:
+    input:
+        unpack(reconstruct_inputs),
+    output:
+        directory(res("reconstruction/{dataset}/{method}")),
+    log:
+        res("logs/reconstruct/{dataset}/{method}.log"),
+    benchmark:
+        res("benchmarks/reconstruct/{dataset}/{method}.tsv")
+    conda:
+        "../envs/torch.yaml"
+    threads: rule_resource("reconstruct", "threads")
+    resources:
+        gpu=rule_resource("reconstruct", "gpu"),
+        mem_mb=rule_resource("reconstruct", "mem_mb"),
+        runtime=rule_resource("reconstruct", "runtime"),
+    params:
+        checkpoint=checkpoint_arg,
+        device=config["device"],
+    shell:
+        "animbench reconstruct --data {input.data:q} --method {wildcards.method}"
+        " {params.checkpoint} --out {output:q} --device {params.device} > {log:q} 2>&1"

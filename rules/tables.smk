@@ -1,0 +1,36 @@
+# Long-format Parquet tables beside the papers' numbers.
+
+
+rule table2:
+    input:
+        benchmark_metrics,
+    output:
+        res("table2.parquet"),
+    log:
+        res("logs/table2.log"),
+    conda:
+        "../envs/eval.yaml"
+    threads: rule_resource("table", "threads")
+    resources:
+        mem_mb=rule_resource("table", "mem_mb"),
+        runtime=rule_resource("table", "runtime"),
+    params:
+        spec=benchmark_spec,
+    shell:
+        "animbench table table2 --metrics {input:q} --spec {params.spec:q} --out {output:q}"
+        " > {log:q} 2>&1"
+
+
+rule table1:
+    output:
+        res("table1.parquet"),
+    log:
+        res("logs/table1.log"),
+    conda:
+        "../envs/torch.yaml"
+    threads: rule_resource("table", "threads")
+    resources:
+        mem_mb=rule_resource("table", "mem_mb"),
+        runtime=rule_resource("table", "runtime"),
+    shell:
+        "animbench table table1 --out {output:q} > {log:q} 2>&1"

@@ -1,0 +1,32 @@
+# Training. The run folder keeps intermediate checkpoints so an interrupted job resumes; only
+# model.pt (written at the very end) is the declared output, so Snakemake never deletes the run.
+
+
+rule train:
+    input:
+        data=res("data/{dataset}/clips"),
+    output:
+        model=res("runs/{dataset}/{method}/model.pt"),
+    log:
+        res("logs/train/{dataset}/{method}.log"),
+    benchmark:
+        res("benchmarks/train/{dataset}/{method}.tsv")
+    wildcard_constraints:
+        method=alternatives(TRAINED_METHODS),
+    conda:
+        "../envs/torch.yaml"
+    threads: rule_resource("train", "threads")
+    resources:
+        gpu=rule_resource("train", "gpu"),
+        mem_mb=rule_resource("train", "mem_mb"),
+        runtime=rule_resource("train", "runtime"),
+    params:
+        preset=train_preset,
+        overrides=train_overrides,
+        run_dir=res("runs/{dataset}/{method}"),
+        device=config["device"],
+        seed=config["seed"],
+    shell:
+        "animbench train --data {input.data:q} --method {wildcards.method}"
+        " --preset {params.preset} --overrides {params.overrides:q} --out {params.run_dir:q}"
+        " --device {params.device} --seed {params.seed} > {log:q} 2>&1"

@@ -1,0 +1,269 @@
+"""animbench.config: loading, merging, defaults, one-line errors naming the key."""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "workflow"))
+
+from animbench.config import (  # noqa: E402
+    config_hash,
+    load_config,
+    merge,
+    metrics_for,
+    table2_spec,
+    validate_config,
+)
+from animbench.errors import ConfigError  # noqa: E402
+
+
+def minimal() -> dict:
+    return {
+        "benchmark": {"datasets": ["toy"], "methods": ["fomm"]},
+        "datasets": {"toy": {"source": "synthetic", "kind": "face"}},
+        "methods": {"fomm": {"presets": {"toy": "fomm-synthetic"}}},
+    }
+
+
+@pytest.fixture(scope="module")
+def shipped() -> dict:
+    with open(REPO / "config.yaml") as fh:
+        return yaml.safe_load(fh)
+
+
+def error_of(config: dict) -> str:
+    with pytest.raises(ConfigError) as info:
+        validate_config(config)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_defaults_are_filled():
+    config = validate_config(minimal())
+    assert config["results"] == "results"
+    assert config["cache"] == "resources/cache"
+    assert config["device"] == "auto"
+    assert config["seed"] == 0
+    assert config["benchmark"]["baselines"] == ["source-copy"]
+    toy = config["datasets"]["toy"]
+    assert (toy["seed"], toy["num_train"], toy["num_test"], toy["frames"], toy["size"]) == (
+        0,
+        24,
+        6,
+        32,
+        64,
+    )
+    assert (toy["keypoints"], toy["identity"], toy["mkr"], toy["paper_name"]) == (
+        "none",
+        "none",
+        False,
+        None,
+    )
+    assert config["methods"]["fomm"]["overrides"] == {}
+    assert config["resources"]["train"] == {
+        "gpu": 1,
+        "mem_mb": 64000,
+        "runtime": 4320,
+        "threads": 8,
+    }
+    assert config["resources"]["table"]["gpu"] == 0
+
+
+def test_validate_does_not_mutate_its_input():
+    config = minimal()
+    before = copy.deepcopy(config)
+    validate_config(config)
+    assert config == before
+
+
+def test_defaults_inside_partial_resources():
+    config = minimal()
+    config["resources"] = {"train": {"gpu": 0}}
+    out = validate_config(config)
+    assert out["resources"]["train"]["gpu"] == 0
+    assert out["resources"]["train"]["threads"] == 1
+    assert out["resources"]["reconstruct"]["gpu"] == 1
+
+
+def test_real_dataset_defaults():
+    config = minimal()
+    config["datasets"]["web"] = {"source": "youtube", "metadata": {"url": "https://x/y.csv"}}
+    out = validate_config(config)
+    assert out["datasets"]["web"]["resolution"] == 256
+    assert out["datasets"]["web"]["metadata"]["sha256"] is None
+    assert "num_train" not in out["datasets"]["web"]
+
+
+@pytest.mark.parametrize(
+    "path, expected",
+    [
+        (("foo",), "config key 'foo': unknown key"),
+        (("benchmark", "foo"), "config key 'benchmark.foo': unknown key"),
+        (("datasets", "toy", "colour"), "config key 'datasets.toy.colour': unknown key"),
+        (("methods", "fomm", "epochs"), "config key 'methods.fomm.epochs': unknown key"),
+        (("resources", "train", "gpus"), "config key 'resources.train.gpus': unknown key"),
+        (("resources", "gpu_rule"), "config key 'resources.gpu_rule': unknown key"),
+    ],
+)
+def test_unknown_keys_are_named(path, expected):
+    config = minimal()
+    config.setdefault("resources", {}).setdefault("train", {})
+    node = config
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = 1
+    assert error_of(config) == expected
+
+
+def test_unknown_key_in_pinned_file():
+    config = minimal()
+    config["datasets"]["web"] = {
+        "source": "archive",
+        "archive": {"url": "https://x/y.zip", "md5": "abc"},
+    }
+    assert error_of(config) == "config key 'datasets.web.archive.md5': unknown key"
+
+
+@pytest.mark.parametrize(
+    "path, value, expected",
+    [
+        (("seed",), "x", "config key 'seed': 'x' is not of type 'integer'"),
+        (("seed",), -1, "config key 'seed': -1 is less than the minimum of 0"),
+        (("device",), "tpu", "config key 'device': 'tpu' does not match"),
+        (
+            ("datasets", "toy", "size"),
+            "big",
+            "config key 'datasets.toy.size': 'big' is not of type",
+        ),
+        (("datasets", "toy", "kind"), "cat", "config key 'datasets.toy.kind': 'cat' is not one of"),
+        (("datasets", "toy", "mkr"), "yes", "config key 'datasets.toy.mkr': 'yes' is not of type"),
+        (
+            ("datasets", "toy", "source"),
+            "ftp",
+            "config key 'datasets.toy.source': 'ftp' is not one",
+        ),
+        (("benchmark", "datasets"), "toy", "config key 'benchmark.datasets': 'toy' is not of type"),
+        (("benchmark", "baselines"), ["copy"], "config key 'benchmark.baselines[0]': 'copy'"),
+    ],
+)
+def test_bad_values_are_named(path, value, expected):
+    config = minimal()
+    node = config
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    assert error_of(config).startswith(expected)
+
+
+def test_bad_resolution_names_the_dataset_key(shipped):
+    config = merge(shipped, {"datasets": {"vox": {"resolution": "abc"}}})
+    assert error_of(config) == (
+        "config key 'datasets.vox.resolution': 'abc' is not of type 'integer'"
+    )
+
+
+def test_missing_required_key_is_named():
+    config = minimal()
+    del config["datasets"]["toy"]["kind"]
+    assert error_of(config) == "config key 'datasets.toy.kind': required key is missing"
+    config = minimal()
+    del config["benchmark"]
+    assert error_of(config) == "config key 'benchmark': required key is missing"
+
+
+def test_bad_names_are_named():
+    config = minimal()
+    config["datasets"]["Bad_Name"] = {"source": "synthetic", "kind": "face"}
+    assert error_of(config).startswith("config key 'datasets.Bad_Name': invalid name")
+
+
+def test_cross_reference_unknown_benchmark_dataset():
+    config = minimal()
+    config["benchmark"]["datasets"] = ["toy", "nope"]
+    assert error_of(config).startswith("config key 'benchmark.datasets[1]': unknown dataset 'nope'")
+
+
+def test_cross_reference_unknown_benchmark_method():
+    config = minimal()
+    config["benchmark"]["methods"] = ["fomm", "mraa"]
+    assert error_of(config).startswith("config key 'benchmark.methods[1]': unknown method 'mraa'")
+
+
+def test_cross_reference_missing_preset():
+    config = minimal()
+    config["datasets"]["toy2"] = {"source": "synthetic", "kind": "body"}
+    config["benchmark"]["datasets"] = ["toy", "toy2"]
+    assert error_of(config) == (
+        "config key 'methods.fomm.presets': no preset for benchmark dataset 'toy2'"
+    )
+
+
+def test_cross_reference_preset_for_unknown_dataset():
+    config = minimal()
+    config["methods"]["fomm"]["presets"]["ghost"] = "fomm-ghost"
+    assert error_of(config) == "config key 'methods.fomm.presets.ghost': unknown dataset 'ghost'"
+
+
+def test_baseline_cannot_be_a_trained_method():
+    config = minimal()
+    config["methods"]["source-copy"] = {"presets": {}}
+    assert error_of(config).startswith("config key 'methods.source-copy':")
+
+
+def test_shipped_config_validates(shipped):
+    config = validate_config(shipped)
+    assert config["benchmark"]["datasets"] == ["vox", "taichi", "ted", "mgif"]
+    assert config["benchmark"]["methods"] == ["fomm", "mraa", "mtia"]
+    for name in ("vox", "taichi", "ted"):
+        assert len(config["datasets"][name]["metadata"]["sha256"]) == 64
+
+
+def test_ci_benchmark_validates_merged_over_shipped():
+    config = load_config([REPO / "config.yaml", REPO / "profiles" / "ci" / "benchmark.yaml"])
+    assert config["benchmark"]["datasets"] == ["synthetic-face", "synthetic-body"]
+    assert config["benchmark"]["methods"] == ["fomm"]  # lists replace
+    assert config["device"] == "cpu"
+    assert config["resources"]["train"]["gpu"] == 0
+    assert "vox" in config["datasets"]  # dicts merge
+
+
+def test_merge_semantics():
+    base = {"a": {"b": 1, "c": [1, 2]}, "d": 1}
+    out = merge(base, {"a": {"c": [3]}, "e": 2})
+    assert out == {"a": {"b": 1, "c": [3]}, "d": 1, "e": 2}
+    assert base == {"a": {"b": 1, "c": [1, 2]}, "d": 1}
+
+
+def test_load_config_errors_are_one_line(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("a: [1,\n b: 2\n")
+    with pytest.raises(ConfigError) as info:
+        load_config([broken])
+    assert "\n" not in str(info.value) and "broken.yaml" in str(info.value)
+    with pytest.raises(ConfigError):
+        load_config([tmp_path / "missing.yaml"])
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- 1\n")
+    with pytest.raises(ConfigError):
+        load_config([listed])
+
+
+def test_table2_spec_and_hash(shipped):
+    config = validate_config(shipped)
+    spec = table2_spec(config)
+    assert spec["datasets"]["vox"] == {"paper_name": "vox", "metrics": ["L1", "AKD", "AED"]}
+    assert spec["datasets"]["taichi"]["metrics"] == ["L1", "AKD", "MKR", "AED"]
+    assert spec["datasets"]["mgif"]["metrics"] == ["L1"]
+    assert spec["methods"] == ["fomm", "mraa", "mtia"]
+    assert spec["baselines"] == ["source-copy"]
+    assert spec["config_hash"] == config_hash(config)
+    assert config_hash(config) == config_hash(copy.deepcopy(config))
+    assert config_hash(config) != config_hash(merge(config, {"seed": 1}))
+    assert metrics_for({"keypoints": "none", "mkr": True, "identity": "none"}) == ["L1"]

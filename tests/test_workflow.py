@@ -1,0 +1,144 @@
+"""The workflow parses, lints, is formatted, and plans the right jobs (dry-runs only: nothing
+here needs the models, data or network, and nothing is written under results/)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ENV = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+
+REAL = ["vox", "taichi", "ted", "mgif"]
+METHODS = ["fomm", "mraa", "mtia"]
+SYNTHETIC = ["synthetic-face", "synthetic-body"]
+
+
+def snakemake(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "--nolock", *args],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def planned_jobs(*args: str) -> list[tuple[str, dict]]:
+    """(rule, wildcards) of every job a forced dry-run plans."""
+    proc = snakemake(*args, "--dry-run", "--forceall", "--workflow-profile", "none")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    jobs: list[tuple[str, dict]] = []
+    for line in proc.stdout.splitlines():
+        head = re.match(r"^(?:local)?rule (\S+):$", line)
+        if head:
+            jobs.append((head.group(1), {}))
+            continue
+        wc = re.match(r"^\s+wildcards: (.*)$", line)
+        if wc and jobs:
+            jobs[-1][1].update(dict(item.split("=", 1) for item in wc.group(1).split(", ")))
+    assert "This was a dry-run" in proc.stdout
+    return jobs
+
+
+def of_rule(jobs, rule, *keys):
+    return {tuple(w[k] for k in keys) for r, w in jobs if r == rule}
+
+
+def test_lint_is_clean():
+    proc = snakemake("--lint")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr
+
+
+def test_snakefmt_check():
+    snakefmt = BIN / "snakefmt"
+    if not snakefmt.exists():
+        pytest.skip("snakefmt is not installed in this environment")
+    proc = subprocess.run(
+        [str(snakefmt), "--check", "."], cwd=REPO, env=ENV, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_default_config_plans_the_paper_benchmark():
+    jobs = planned_jobs("results/table2.parquet")
+    counts = Counter(rule for rule, _ in jobs)
+    pinned = of_rule(jobs, "metadata", "dataset", "pinned_file")
+    assert pinned == {
+        ("vox", "metadata.csv"),
+        ("taichi", "metadata.csv"),
+        ("ted", "metadata.csv"),
+        ("ted", "test_list.txt"),
+    }
+    assert of_rule(jobs, "download", "dataset") == {(d,) for d in REAL}
+    assert of_rule(jobs, "crop", "dataset") == {(d,) for d in REAL}
+    assert of_rule(jobs, "train", "dataset", "method") == {(d, m) for d in REAL for m in METHODS}
+    evaluated = {(d, m) for d in REAL for m in [*METHODS, "source-copy"]}
+    assert of_rule(jobs, "reconstruct", "dataset", "method") == evaluated
+    assert of_rule(jobs, "metrics", "dataset", "method") == evaluated
+    assert counts["table2"] == 1
+    assert counts["synthetic"] == 0 and counts["table1"] == 0
+    assert counts["train"] == 12 and counts["reconstruct"] == 16 and counts["metrics"] == 16
+
+
+def test_ci_profile_plans_the_synthetic_benchmark():
+    jobs = planned_jobs("results/table2.parquet", "--profile", "profiles/ci")
+    counts = Counter(rule for rule, _ in jobs)
+    assert of_rule(jobs, "synthetic", "dataset") == {(d,) for d in SYNTHETIC}
+    assert of_rule(jobs, "train", "dataset", "method") == {(d, "fomm") for d in SYNTHETIC}
+    evaluated = {(d, m) for d in SYNTHETIC for m in ["fomm", "source-copy"]}
+    assert of_rule(jobs, "reconstruct", "dataset", "method") == evaluated
+    assert of_rule(jobs, "metrics", "dataset", "method") == evaluated
+    assert counts["table2"] == 1
+    for rule in ("metadata", "download", "crop"):
+        assert counts[rule] == 0, rule
+    assert not [w for r, w in jobs if r == "train" and w["method"] in ("mraa", "mtia")]
+
+
+def test_ci_profile_runs_on_cpu():
+    proc = snakemake("results/table2.parquet", "--profile", "profiles/ci", "-n", "--forceall", "-p")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    shells = [line.removeprefix("Shell command: ") for line in proc.stdout.splitlines()]
+    trains = [line for line in shells if line.startswith("animbench train")]
+    assert len(trains) == 2
+    assert all("--device cpu" in line and "--preset fomm-synthetic" in line for line in trains)
+    assert "gpu=1" not in proc.stdout
+
+
+def test_table1_plans_only_table1():
+    jobs = planned_jobs("results/table1.parquet")
+    assert [rule for rule, _ in jobs] == ["table1"]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("benchmark:\n  foo: 1\n", "config key 'benchmark.foo': unknown key"),
+        (
+            "datasets:\n  vox:\n    resolution: abc\n",
+            "config key 'datasets.vox.resolution': 'abc' is not of type 'integer'",
+        ),
+        (
+            "benchmark:\n  datasets: [vox, nope]\n",
+            "config key 'benchmark.datasets[1]': unknown dataset 'nope'",
+        ),
+    ],
+)
+def test_bad_config_fails_with_one_line(tmp_path, text, message):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    proc = snakemake("-n", "--workflow-profile", "none", "--configfile", str(bad))
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stdout + proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"animbench: {message}")

@@ -1,0 +1,227 @@
+"""Configuration: load (merge) YAML files, validate against the schema, fill defaults.
+
+The schema is schemas/config.schema.yaml. Every error is a `ConfigError` whose message is one
+line naming the dotted key path, e.g.
+``config key 'datasets.vox.resolution': 'abc' is not of type 'integer'``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from animbench.errors import ConfigError
+
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
+
+
+@lru_cache(maxsize=1)
+def load_schema() -> dict:
+    with open(SCHEMA_PATH, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def merge(base: dict, update: Mapping) -> dict:
+    """Merge `update` into a copy of `base` as Snakemake does: dicts recursively, the rest
+    (lists included) replaced."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(dict(out[key]), value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_config(paths: Iterable[str | Path], validate: bool = True) -> dict:
+    """Read YAML files, merge later ones over earlier ones, and (by default) validate."""
+    config: dict = {}
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = yaml.safe_load(fh)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file '{path}': {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            detail = " ".join(str(exc).split())
+            raise ConfigError(f"config file '{path}' is not valid YAML: {detail}") from exc
+        if data is None:
+            continue
+        if not isinstance(data, Mapping):
+            raise ConfigError(
+                f"config file '{path}' must hold a mapping, not {type(data).__name__}"
+            )
+        config = merge(config, data)
+    return validate_config(config) if validate else config
+
+
+def config_hash(config: Mapping) -> str:
+    """sha256 of the canonical JSON of a (validated) config."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _key(path: Iterable) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "<root>"
+
+
+def _fail(path: Iterable, message: str) -> ConfigError:
+    return ConfigError(f"config key '{_key(path)}': {' '.join(str(message).split())}")
+
+
+def _resolve(schema: Any, root: dict) -> dict:
+    while isinstance(schema, dict) and "$ref" in schema:
+        ref = schema["$ref"]
+        if not ref.startswith("#/"):
+            raise ValueError(f"only local $refs are supported, got {ref}")
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target[part]
+        merged = {k: v for k, v in schema.items() if k != "$ref"}
+        schema = {**target, **merged}
+    return schema if isinstance(schema, dict) else {}
+
+
+def _fill_defaults(instance: Any, schema: Any, root: dict, validator) -> None:
+    """Insert schema `default`s for missing keys, recursively (also through $ref, allOf,
+    if/then and additionalProperties schemas)."""
+    schema = _resolve(schema, root)
+    if not isinstance(instance, dict):
+        return
+    props = schema.get("properties", {})
+    for key, sub in props.items():
+        if key not in instance:
+            resolved = _resolve(sub, root)
+            if "default" in resolved:
+                instance[key] = copy.deepcopy(resolved["default"])
+        if key in instance:
+            _fill_defaults(instance[key], sub, root, validator)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key, value in instance.items():
+            if key not in props:
+                _fill_defaults(value, extra, root, validator)
+    for sub in schema.get("allOf", []):
+        _fill_defaults(instance, sub, root, validator)
+    if "if" in schema and "then" in schema:
+        if validator.evolve(schema=_resolve(schema["if"], root)).is_valid(instance):
+            _fill_defaults(instance, schema["then"], root, validator)
+
+
+def _schema_error(error) -> ConfigError:
+    path = list(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        known = set(error.schema.get("properties", {}))
+        unknown = sorted(k for k in error.instance if k not in known)
+        if unknown:
+            return _fail([*path, unknown[0]], "unknown key")
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else "?"
+        return _fail([*path, missing], "required key is missing")
+    if error.validator == "propertyNames" or (
+        error.validator == "pattern" and "propertyNames" in error.schema_path
+    ):
+        return _fail(
+            [*path, error.instance],
+            "invalid name: use lower-case letters, digits and single dashes",
+        )
+    return _fail(path, error.message)
+
+
+def _check_references(config: dict) -> None:
+    datasets = config["datasets"]
+    methods = config["methods"]
+    bench = config["benchmark"]
+    for i, name in enumerate(bench["datasets"]):
+        if name not in datasets:
+            known = ", ".join(sorted(datasets)) or "none"
+            raise _fail(
+                ["benchmark", "datasets", i], f"unknown dataset '{name}' (defined: {known})"
+            )
+    for i, name in enumerate(bench["methods"]):
+        if name not in methods:
+            known = ", ".join(sorted(methods)) or "none"
+            raise _fail(["benchmark", "methods", i], f"unknown method '{name}' (defined: {known})")
+    for name in bench.get("baselines", []):
+        if name in methods:
+            raise _fail(["methods", name], f"'{name}' is a baseline and cannot be trained")
+    for method, entry in methods.items():
+        for dataset in entry["presets"]:
+            if dataset not in datasets:
+                raise _fail(["methods", method, "presets", dataset], f"unknown dataset '{dataset}'")
+    for method in bench["methods"]:
+        presets = methods[method]["presets"]
+        for dataset in bench["datasets"]:
+            if dataset not in presets:
+                raise _fail(
+                    ["methods", method, "presets"],
+                    f"no preset for benchmark dataset '{dataset}'",
+                )
+
+
+def validate_config(config: Mapping) -> dict:
+    """Return a validated copy of `config` with defaults filled in; raise ConfigError."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import best_match
+
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"config must be a mapping, not {type(config).__name__}")
+    schema = load_schema()
+    validator = Draft202012Validator(schema)
+    # plain dicts (Snakemake may hand over its own mapping types)
+    out = json.loads(json.dumps(config, default=str)) if config else {}
+    _fill_defaults(out, schema, schema, validator)
+    error = best_match(validator.iter_errors(out))
+    if error is not None:
+        raise _schema_error(error)
+    _check_references(out)
+    return out
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def metrics_for(dataset: Mapping) -> list[str]:
+    """The metrics evaluated on a dataset: L1 always, AKD with a keypoint detector, MKR when
+    asked, AED with an identity embedder."""
+    names = ["L1"]
+    if dataset.get("keypoints", "none") != "none":
+        names.append("AKD")
+        if dataset.get("mkr", False):
+            names.append("MKR")
+    if dataset.get("identity", "none") != "none":
+        names.append("AED")
+    return names
+
+
+def table2_spec(config: Mapping) -> dict:
+    """The benchmark spec handed to `animbench table table2`."""
+    bench = config["benchmark"]
+    return {
+        "datasets": {
+            name: {
+                "paper_name": config["datasets"][name].get("paper_name"),
+                "metrics": metrics_for(config["datasets"][name]),
+            }
+            for name in bench["datasets"]
+        },
+        "methods": list(bench["methods"]),
+        "baselines": list(bench.get("baselines", [])),
+        "config_hash": config_hash(config),
+    }
