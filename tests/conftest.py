@@ -1,0 +1,103 @@
+"""Shared fixtures: a tiny moving-square dataset and an offline weight cache."""
+
+from __future__ import annotations
+
+import contextlib
+import urllib.error
+import urllib.request
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from animbench.data.video import write_clip
+
+# Tiny tensors: a second intra-op thread only adds contention (20× slower VGG19 on a busy
+# 2-core machine), never speed.
+torch.set_num_threads(1)
+
+# the sibling `shared/` folder of the checkout (reference manifests); absent on some machines
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+TINY_SIZE = 32
+TINY_FRAMES = 8
+
+
+def moving_square(size: int, num_frames: int, offset: int) -> np.ndarray:
+    """uint8 [T, H, W, 3]: a coloured square moving diagonally on a grey background."""
+    frames = np.full((num_frames, size, size, 3), 60, dtype=np.uint8)
+    side = size // 4
+    for t in range(num_frames):
+        x = (offset + 2 * t) % (size - side)
+        y = (offset + t) % (size - side)
+        frames[t, y : y + side, x : x + side] = (230, 40 + 10 * offset % 200, 90)
+    return frames
+
+
+def make_tiny_dataset(root: Path, size: int = TINY_SIZE, num_frames: int = TINY_FRAMES) -> Path:
+    """6 train clips and 2 test clips named in the `id#...` convention."""
+    for i in range(6):
+        write_clip(root / "train" / f"id{i % 3}#clip{i}", moving_square(size, num_frames, i))
+    for i in range(2):
+        write_clip(root / "test" / f"test{i}#clip{i}", moving_square(size, num_frames, 3 + 2 * i))
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    return make_tiny_dataset(tmp_path_factory.mktemp("tiny-data"))
+
+
+def _no_network(*args, **kwargs):
+    raise urllib.error.URLError("network disabled in tests")
+
+
+@contextlib.contextmanager
+def offline_weights(cache: Path):
+    """No weight file in any cache and no network (only while the block runs, so other tests'
+    loopback servers are untouched): VGG19 falls back to its random initialisation."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ANIMBENCH_CACHE", str(cache / "animbench"))
+        mp.setenv("TORCH_HOME", str(cache / "torch"))
+        mp.setattr(urllib.request, "urlopen", _no_network)
+        yield
+
+
+# fomm-synthetic made tiny: 32×32 frames, 4 steps of batch 2 over 2 epochs of 3 batches
+TINY_OVERRIDES = {
+    "train_params": {
+        "max_steps": 4,
+        "batch_size": 2,
+        "num_epochs": 2,
+        "num_repeats": 1,
+        "checkpoint_freq": 1,
+        "scales": [1, 0.5],
+    },
+    "dataset_params": {"frame_shape": [TINY_SIZE, TINY_SIZE, 3]},
+}
+
+
+def train_tiny(data: Path, out: Path, cache: Path, seed: int = 0, overrides=None) -> Path:
+    from animbench.train.trainer import train
+
+    with offline_weights(cache), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "VGG19 ImageNet weights unavailable")
+        return train(
+            data,
+            "fomm",
+            "fomm-synthetic",
+            overrides=overrides or TINY_OVERRIDES,
+            out=out,
+            device="cpu",
+            seed=seed,
+        )
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_dataset, tmp_path_factory) -> Path:
+    """Run folder of one tiny fomm-synthetic training (seed 0)."""
+    out = tmp_path_factory.mktemp("run")
+    train_tiny(tiny_dataset, out, tmp_path_factory.mktemp("cache"))
+    return out
