@@ -157,8 +157,8 @@ PRESETS: dict[str, dict] = {
             },
         },
         train={
-            "num_epochs": 1,
-            "num_repeats": 1,
+            "num_epochs": 10,
+            "num_repeats": 10,
             "epoch_milestones": [],
             "batch_size": 8,
             "max_steps": 300,

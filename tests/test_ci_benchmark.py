@@ -1,0 +1,128 @@
+"""The CI benchmark subset, end to end: `snakemake --profile profiles/ci` on the synthetic
+datasets, then the acceptance checks on the tables it produces.
+
+Runs in a copy of the repository so a developer's own results/ is left alone.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+
+def _snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=check,
+    )
+
+
+@pytest.fixture(scope="module")
+def ci_run(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("ci") / "repo"
+    shutil.copytree(
+        REPO,
+        workdir,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "results", "resources", ".snakemake", "__pycache__", "*.egg-info"
+        ),
+    )
+    result = _snakemake(
+        workdir,
+        "--profile",
+        "profiles/ci",
+        "results/table2.parquet",
+        "results/table1.parquet",
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"CI benchmark failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return workdir
+
+
+def _value(table: pd.DataFrame, dataset: str, method: str, metric: str) -> float:
+    row = table[(table.dataset == dataset) & (table.method == method) & (table.metric == metric)]
+    assert len(row) == 1, f"expected one row for {dataset}/{method}/{metric}, got {len(row)}"
+    return float(row.value.iloc[0])
+
+
+def test_table2_has_finite_fomm_metrics(ci_run: Path):
+    table = pd.read_parquet(ci_run / "results/table2.parquet")
+    expected = {
+        "synthetic-face": ["L1", "AKD", "AED"],
+        "synthetic-body": ["L1", "AKD", "MKR", "AED"],
+    }
+    for dataset, metrics in expected.items():
+        for metric in metrics:
+            for method in ("FOMM", "Source copy"):
+                value = _value(table, dataset, method, metric)
+                assert math.isfinite(value), f"{dataset}/{method}/{metric} is {value}"
+        assert "MKR" in metrics or table[
+            (table.dataset == dataset) & (table.metric == "MKR")
+        ].empty
+
+
+def test_fomm_beats_source_copy(ci_run: Path):
+    table = pd.read_parquet(ci_run / "results/table2.parquet")
+    for dataset in ("synthetic-face", "synthetic-body"):
+        for metric in ("L1", "AKD"):
+            fomm = _value(table, dataset, "FOMM", metric)
+            floor = _value(table, dataset, "Source copy", metric)
+            assert fomm < floor, f"{dataset} {metric}: FOMM {fomm:.4f} ≥ source copy {floor:.4f}"
+
+
+def test_unimplemented_methods_are_marked_not_numbers(ci_run: Path):
+    table = pd.read_parquet(ci_run / "results/table2.parquet")
+    for method in ("MRAA", "MTIA"):
+        rows = table[table.method == method]
+        assert not rows.empty
+        assert (rows.status == "not implemented").all()
+        assert rows.value.isna().all()
+        assert rows.note.str.contains("not implemented yet").all()
+
+
+def test_table2_records_provenance(ci_run: Path):
+    table = pd.read_parquet(ci_run / "results/table2.parquet")
+    fomm = table[(table.method == "FOMM") & (table.status == "measured")]
+    assert fomm.checkpoint_sha256.str.fullmatch(r"[0-9a-f]{64}").all()
+    assert (fomm.n_videos > 0).all() and (fomm.n_frames > 0).all()
+    assert fomm.config_hash.str.len().gt(0).all()
+    # offline, VGG19 is randomly initialised and the table says so
+    assert fomm.note.str.contains("VGG19").all()
+
+
+def test_table1_exact_fomm_counts(ci_run: Path):
+    table = pd.read_parquet(ci_run / "results/table1.parquet")
+    exact = table[table.metric == "params"].set_index("method").value
+    assert int(exact["ImageGenerator"]) == 45_575_391
+    assert int(exact["MotionEstimator-FOMM"]) == 14_215_368
+
+
+def test_rerun_does_nothing(ci_run: Path):
+    result = _snakemake(ci_run, "--profile", "profiles/ci", "-n", "results/table2.parquet")
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_interrupted_metrics_redo_only_that_job(ci_run: Path):
+    (ci_run / "results/metrics/synthetic-face/fomm.parquet").unlink()
+    result = _snakemake(ci_run, "--profile", "profiles/ci", "-n", "results/table2.parquet")
+    plan = result.stdout
+    assert "metrics" in plan and "table2" in plan
+    for heavy in ("rule train", "rule synthetic", "rule reconstruct"):
+        assert heavy not in plan, plan
