@@ -73,9 +73,7 @@ def test_table2_has_finite_fomm_metrics(ci_run: Path):
             for method in ("FOMM", "Source copy"):
                 value = _value(table, dataset, method, metric)
                 assert math.isfinite(value), f"{dataset}/{method}/{metric} is {value}"
-        assert "MKR" in metrics or table[
-            (table.dataset == dataset) & (table.metric == "MKR")
-        ].empty
+        assert "MKR" in metrics or table[(table.dataset == dataset) & (table.metric == "MKR")].empty
 
 
 def test_fomm_beats_source_copy(ci_run: Path):

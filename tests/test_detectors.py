@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from animbench.data.synthetic import BODY_KEYPOINTS, FACE_KEYPOINTS, render_clip
 from animbench.errors import ConfigError
 from animbench.evaluate import detectors

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+
 from animbench.data.video import write_clip
 from animbench.errors import ConfigError, DataError
 from animbench.evaluate.metrics import (

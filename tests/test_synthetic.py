@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from animbench.data.synthetic import (
     BODY_KEYPOINTS,
     FACE_KEYPOINTS,

@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch import nn
+
 from animbench import tables
 from animbench.evaluate.metrics import COLUMNS as METRIC_COLUMNS
 from animbench.evaluate.metrics import write_parquet_atomic
 from animbench.models import registry
-from torch import nn
 
 
 def metric_rows(dataset, method, videos, akd=True, detector="fake-kp"):

@@ -104,12 +104,6 @@ def test_same_seed_gives_identical_weights(trained_run, tiny_dataset, tmp_path):
     assert (tmp_path / "again" / "log.csv").read_text().count("\n") == 5
 
 
-@pytest.mark.xfail(
-    reason="BUG: trainer.py builds the DataLoader generator afresh (torch.Generator()"
-    ".manual_seed(seed)) and does not save its state in checkpoint-last.pt, so a run resumed "
-    "at epoch e replays epoch 0's shuffle order instead of epoch e's",
-    strict=True,
-)
 def test_resumed_run_equals_uninterrupted_run(trained_run, tiny_dataset, tmp_path):
     # stop after epoch 0 (3 steps), then resume the same folder with the 2-epoch configuration
     first = copy.deepcopy(TINY_OVERRIDES)
@@ -259,12 +253,6 @@ def test_unsupported_augmentation_stops(tmp_path, augmentation):
         FramePairs(tmp_path, augmentation_params=augmentation)
 
 
-@pytest.mark.xfail(
-    reason="BUG: trainer.py: re-running a finished run whose max_steps ended it before "
-    "num_epochs enters the next epoch, breaks on the first batch, then still steps the "
-    "schedulers and counts the epoch, so checkpoint-last.pt/model.pt/train.json change",
-    strict=True,
-)
 def test_rerun_after_max_steps_is_idempotent(tiny_dataset, tmp_path):
     overrides = copy.deepcopy(TINY_OVERRIDES)
     overrides["train_params"]["num_epochs"] = 5  # max_steps 4 ends the run in epoch 1

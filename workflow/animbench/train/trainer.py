@@ -100,13 +100,14 @@ def train(
         num_repeats=train_params["num_repeats"],
         augmentation_params=dataset_params.get("augmentation_params"),
     )
+    shuffle_generator = torch.Generator().manual_seed(seed)  # saved, so a resume reshuffles alike
     loader = DataLoader(
         dataset,
         batch_size=train_params["batch_size"],
         shuffle=True,
         drop_last=True,
         num_workers=train_params.get("num_workers", 0),
-        generator=torch.Generator().manual_seed(seed),
+        generator=shuffle_generator,
     )
     if len(loader) == 0:
         raise ValueError(f"{data}: fewer training items ({len(dataset)}) than one batch")
@@ -138,6 +139,7 @@ def train(
             opt.load_state_dict(state["training_state"]["optimizers"][name])
             schedulers[name].load_state_dict(state["training_state"]["schedulers"][name])
         _set_rng_state(state["training_state"]["rng"])
+        shuffle_generator.set_state(state["training_state"]["shuffle_generator"])
         start_epoch, step = state["epoch"], state["step"]
 
     def save_last(epoch: int) -> None:
@@ -153,6 +155,7 @@ def train(
                     "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
                     "schedulers": {n: s.state_dict() for n, s in schedulers.items()},
                     "rng": _rng_state(),
+                    "shuffle_generator": shuffle_generator.get_state(),
                 },
             },
             last,
@@ -166,6 +169,8 @@ def train(
     epochs_done = start_epoch
     with _StopRequest() as stop:
         for epoch in range(start_epoch, num_epochs):
+            if step >= total_steps:  # finished earlier by max_steps: nothing left to do
+                break
             for batch in loader:
                 if step >= total_steps or stop.requested:
                     break
@@ -192,7 +197,7 @@ def train(
                 row.update({k: float(v.detach()) for k, v in losses.items()})
                 row["lr"] = optimizers["generator"].param_groups[0]["lr"]
                 log_columns = _append_log(log_path, row, log_columns)
-                progress.set_postfix(loss=f"{float(loss):.3f}")
+                progress.set_postfix(loss=f"{loss.item():.3f}")
                 progress.update(1)
             if stop.requested:
                 save_last(epoch)  # resumes at this epoch's start with the weights of now
