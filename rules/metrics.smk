@@ -24,7 +24,7 @@ rule metrics:
         identity=dataset_value("identity"),
         mkr=mkr_flag,
     shell:
-        "animbench metrics --gt {input.gt:q}/test --pred {input.pred:q}"
+        "animbench metrics --threads {threads} --gt {input.gt:q}/test --pred {input.pred:q}"
         " --keypoints {params.keypoints} --identity {params.identity} {params.mkr}"
         " --dataset {wildcards.dataset} --method {wildcards.method} --out {output:q}"
         " > {log:q} 2>&1"

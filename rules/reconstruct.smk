@@ -23,5 +23,5 @@ rule reconstruct:
         checkpoint=checkpoint_arg,
         device=config["device"],
     shell:
-        "animbench reconstruct --data {input.data:q} --method {wildcards.method}"
+        "animbench reconstruct --threads {threads} --data {input.data:q} --method {wildcards.method}"
         " {params.checkpoint} --out {output:q} --device {params.device} > {log:q} 2>&1"

@@ -27,6 +27,6 @@ rule train:
         device=config["device"],
         seed=config["seed"],
     shell:
-        "animbench train --data {input.data:q} --method {wildcards.method}"
+        "animbench train --threads {threads} --data {input.data:q} --method {wildcards.method}"
         " --preset {params.preset} --overrides {params.overrides:q} --out {params.run_dir:q}"
         " --device {params.device} --seed {params.seed} > {log:q} 2>&1"

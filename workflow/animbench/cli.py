@@ -101,6 +101,10 @@ def _cmd_config(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="animbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    # compute-heavy commands take the thread count the scheduler gave the job: torch would
+    # otherwise start one thread per core in every job and oversubscribe the machine
+    compute = argparse.ArgumentParser(add_help=False)
+    compute.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
 
     p = sub.add_parser("synthetic", help="render a synthetic benchmark dataset")
     p.add_argument("--kind", choices=["face", "body"], required=True)
@@ -120,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_data)
 
-    p = sub.add_parser("train", help="train a motion model on a dataset")
+    p = sub.add_parser("train", parents=[compute], help="train a motion model on a dataset")
     p.add_argument("--data", required=True, help="dataset root with train/ and test/")
     p.add_argument("--method", required=True)
     p.add_argument("--preset", required=True)
@@ -130,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("reconstruct", help="video reconstruction of every test clip")
+    p = sub.add_parser(
+        "reconstruct", parents=[compute], help="video reconstruction of every test clip"
+    )
     p.add_argument("--data", required=True)
     p.add_argument("--method", required=True)
     p.add_argument("--checkpoint", default=None)
@@ -138,7 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_reconstruct)
 
-    p = sub.add_parser("metrics", help="per-video metrics of a reconstruction (Parquet)")
+    p = sub.add_parser(
+        "metrics", parents=[compute], help="per-video metrics of a reconstruction (Parquet)"
+    )
     p.add_argument("--gt", required=True, help="ground-truth test split folder")
     p.add_argument("--pred", required=True, help="reconstruction folder")
     p.add_argument("--keypoints", default="none", help="keypoint detector backend")
@@ -165,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         args.func(args)
     except AnimbenchError as exc:
