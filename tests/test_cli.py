@@ -1,0 +1,156 @@
+"""The command line turns errors a user can act on into one line naming the file or key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from animbench.data.video import write_clip
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "animbench.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+    )
+
+
+def _one_line_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if "error:" in line]
+    assert len(errors) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return errors[0]
+
+
+def _moving_square(frames: int = 6, size: int = 32) -> np.ndarray:
+    video = np.full((frames, size, size, 3), 40, dtype=np.uint8)
+    for t in range(frames):
+        video[t, 8:16, 4 + 2 * t : 12 + 2 * t] = 220
+    return video
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    for split, count in (("train", 3), ("test", 2)):
+        for index in range(count):
+            write_clip(root / split / f"id{index}#v{index}#000000#000006", _moving_square())
+    return root
+
+
+def test_corrupt_frame_names_the_file(dataset: Path, tmp_path: Path):
+    broken = sorted((dataset / "test").iterdir())[1] / "0000003.png"
+    broken.write_bytes(broken.read_bytes()[:40])  # a truncated PNG
+    result = run_cli(
+        "reconstruct",
+        "--data",
+        str(dataset),
+        "--method",
+        "source-copy",
+        "--out",
+        str(tmp_path / "rec"),
+    )
+    line = _one_line_error(result)
+    assert str(broken) in line and "corrupt or truncated" in line
+
+
+def test_truncated_video_names_the_file(tmp_path: Path):
+    import imageio.v3 as iio
+
+    root = tmp_path / "data"
+    (root / "test").mkdir(parents=True)
+    video = root / "test" / "id0#clip#000000#000024.mp4"
+    iio.imwrite(video, np.repeat(_moving_square(24, 64), 1, axis=0), fps=10, codec="libx264")
+    video.write_bytes(video.read_bytes()[: video.stat().st_size // 3])
+    result = run_cli(
+        "reconstruct",
+        "--data",
+        str(root),
+        "--method",
+        "source-copy",
+        "--out",
+        str(tmp_path / "rec"),
+    )
+    line = _one_line_error(result)
+    assert str(video) in line
+
+
+def test_finished_clips_are_kept_when_a_later_clip_is_corrupt(dataset: Path, tmp_path: Path):
+    clips = sorted((dataset / "test").iterdir())
+    (clips[1] / "0000002.png").write_bytes(b"not a png")
+    out = tmp_path / "rec"
+    run_cli("reconstruct", "--data", str(dataset), "--method", "source-copy", "--out", str(out))
+    assert (out / clips[0].name).is_dir()  # the finished clip survives the failure
+    assert not (out / clips[1].name).exists()  # no half-written clip
+    assert not (out / "frames.parquet").exists()  # the run does not look finished
+
+
+def test_bad_config_names_the_key(tmp_path: Path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("datasets:\n  vox:\n    resolution: abc\n")
+    line = _one_line_error(run_cli("config", str(REPO / "config.yaml"), str(bad)))
+    assert "datasets.vox.resolution" in line
+
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("benchmark:\n  epochs: 3\n")
+    line = _one_line_error(run_cli("config", str(REPO / "config.yaml"), str(unknown)))
+    assert "benchmark.epochs" in line
+
+
+def test_unknown_preset_and_unimplemented_method(dataset: Path, tmp_path: Path):
+    line = _one_line_error(
+        run_cli(
+            "train",
+            "--data",
+            str(dataset),
+            "--method",
+            "fomm",
+            "--preset",
+            "fomm-nope",
+            "--out",
+            str(tmp_path / "run"),
+        )
+    )
+    assert "fomm-nope" in line
+    line = _one_line_error(
+        run_cli(
+            "train",
+            "--data",
+            str(dataset),
+            "--method",
+            "mraa",
+            "--preset",
+            "mraa-vox256",
+            "--out",
+            str(tmp_path / "run"),
+        )
+    )
+    assert "not implemented yet" in line and "MRAA" in line
+
+
+def test_missing_checkpoint_names_the_file(dataset: Path, tmp_path: Path):
+    missing = tmp_path / "nothing.pt"
+    line = _one_line_error(
+        run_cli(
+            "reconstruct",
+            "--data",
+            str(dataset),
+            "--method",
+            "fomm",
+            "--checkpoint",
+            str(missing),
+            "--out",
+            str(tmp_path / "rec"),
+        )
+    )
+    assert str(missing) in line
