@@ -22,6 +22,7 @@ import pandas as pd
 import animbench
 from animbench.errors import ConfigError, DataError
 from animbench.evaluate.metrics import aggregate, write_parquet_atomic
+from animbench.models.registry import METHOD_NAMES, PLANNED, is_implemented
 
 COLUMNS = [
     "paper",
@@ -51,8 +52,6 @@ INT_COLUMNS = ["n_videos", "n_frames"]
 
 MTIA = "mtia_eccv2022"
 TABLE2_METHODS = ["fomm", "mraa", "mtia"]  # MTIA's Table 2, in the paper's order
-DEFAULT_IMPLEMENTED = {"fomm", "source-copy"}
-NOT_IMPLEMENTED_ISSUE = "issue 4"
 
 # MTIA Table 1 rows: (row name, method, preset, networks counted). FOMM's generator includes
 # its dense motion network (the paper's "ImageGenerator"); motion estimators are the keypoint /
@@ -67,29 +66,12 @@ TABLE1_ROWS = [
 
 def method_name(method: str) -> str:
     """The paper's display name of a method key (fomm -> FOMM)."""
-    from animbench.models.registry import METHOD_NAMES
-
     return METHOD_NAMES.get(method, method)
-
-
-def is_implemented(method: str) -> bool:
-    """Whether the method's model exists, asked of the registry; before the registry can
-    answer, only FOMM and the source-copy baseline are."""
-    try:
-        from animbench.models.registry import is_implemented as registry_is_implemented
-    except ImportError:
-        return method in DEFAULT_IMPLEMENTED
-    return bool(registry_is_implemented(method))
 
 
 def not_implemented_note(method: str) -> str:
     """'MRAA is not implemented yet (issue 4)', with the issue the registry plans it in."""
-    try:
-        from animbench.models.registry import PLANNED
-    except ImportError:
-        PLANNED = {}
-    issue = PLANNED.get(method, NOT_IMPLEMENTED_ISSUE)
-    return f"{method_name(method)} is not implemented yet ({issue})"
+    return f"{method_name(method)} is not implemented yet ({PLANNED.get(method, '?')})"
 
 
 def paper_values() -> pd.DataFrame:
@@ -353,7 +335,7 @@ def write_table1(out: str | Path) -> pd.DataFrame:
             }
             if metric == "FLOPs_G":
                 row["status"] = "not implemented"
-                row["note"] = f"FLOPs counting is not implemented yet ({NOT_IMPLEMENTED_ISSUE})"
+                row["note"] = "FLOPs counting is not implemented yet (issue 4)"
             elif count is None:
                 row["status"] = "not implemented"
                 row["note"] = note

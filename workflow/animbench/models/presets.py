@@ -8,7 +8,7 @@ A preset holds `model` (the registry name), `model_params` (constructor argument
 
 from __future__ import annotations
 
-import copy
+from animbench.config import merge
 
 _FOMM_MODEL = {
     "common_params": {"num_kp": 10, "num_channels": 3, "estimate_jacobian": True},
@@ -70,23 +70,13 @@ _FLIPS_JITTER = {
 }
 
 
-def _merge(base: dict, override: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def _fomm(note: str, model=None, train=None, dataset=None) -> dict:
     return {
         "model": "fomm",
         "note": note,
-        "model_params": _merge(_FOMM_MODEL, model or {}),
-        "train_params": _merge(_FOMM_TRAIN, train or {}),
-        "dataset_params": _merge(
+        "model_params": merge(_FOMM_MODEL, model or {}),
+        "train_params": merge(_FOMM_TRAIN, train or {}),
+        "dataset_params": merge(
             {
                 "frame_shape": [256, 256, 3],
                 "id_sampling": True,
@@ -171,8 +161,3 @@ PRESETS: dict[str, dict] = {
         dataset={"frame_shape": [64, 64, 3], "id_sampling": False},
     ),
 }
-
-
-def merge(base: dict, override: dict) -> dict:
-    """Recursive merge of an override into a preset (lists and scalars replace)."""
-    return _merge(base, override)

@@ -11,8 +11,9 @@ from collections.abc import Callable
 
 from torch import nn
 
+from animbench.config import merge
 from animbench.errors import ConfigError, NotImplementedYet
-from animbench.models.presets import PRESETS, merge
+from animbench.models.presets import PRESETS
 
 # method -> human name used in the papers' tables
 METHOD_NAMES = {

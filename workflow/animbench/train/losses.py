@@ -70,10 +70,11 @@ class Vgg19(nn.Module):
     def train(self, mode: bool = True) -> Vgg19:
         return super().train(False)  # always frozen, never in training mode
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, num_slices: int = 5) -> list[torch.Tensor]:
+        """The first `num_slices` feature maps (deeper layers are not computed)."""
         out = (x - self.mean) / self.std
         feats = []
-        for start, stop in _VGG19_SLICES:
+        for start, stop in _VGG19_SLICES[:num_slices]:
             for layer in self.features[start:stop]:
                 out = layer(out)
             feats.append(out)
@@ -88,16 +89,20 @@ class PerceptualPyramidLoss(nn.Module):
         self.pyramid = ImagePyramid(scales, num_channels)
         self.vgg = Vgg19(pretrained=pretrained)
         self.layer_weights = list(weights_per_layer)
+        # layers after the last non-zero weight cost time and add nothing: skip them
+        self.num_slices = max((i + 1 for i, w in enumerate(self.layer_weights) if w), default=0)
 
     def forward(self, prediction: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         pyramid_pred = self.pyramid(prediction)
         with torch.no_grad():
             pyramid_real = self.pyramid(real)
         total = prediction.new_zeros(())
+        if self.num_slices == 0:
+            return total
         for key, pred in pyramid_pred.items():
-            pred_features = self.vgg(pred)
+            pred_features = self.vgg(pred, self.num_slices)
             with torch.no_grad():
-                real_features = self.vgg(pyramid_real[key])
+                real_features = self.vgg(pyramid_real[key], self.num_slices)
             for weight, a, b in zip(self.layer_weights, pred_features, real_features):
                 if weight:
                     total = total + weight * (a - b).abs().mean()
