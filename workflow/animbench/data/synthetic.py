@@ -93,10 +93,13 @@ KEYPOINT_NAMES = {"face": FACE_KEYPOINTS, "body": BODY_KEYPOINTS}
 KINDS = tuple(KEYPOINT_NAMES)
 
 
-def marker_radius(size: int) -> float:
-    """Marker disc radius in pixels for frames of the given side length."""
-    # large enough to survive the blur of a briefly trained generator at 64 px (2.3 px there)
-    return max(1.5, size / 28.0)
+def marker_radius(size: int, kind: str = "face") -> float:
+    """Marker disc radius in pixels for frames of the given side length.
+
+    Large enough to survive the blur of a briefly trained generator at 64 px: 2.3 px for face
+    landmarks (they sit close together), 3.2 px for body joints.
+    """
+    return max(1.5, size / (20.0 if kind == "body" else 28.0))
 
 
 def clip_seed(seed: int, kind: str, split: str, index: int) -> np.random.SeedSequence:
@@ -153,6 +156,7 @@ class _Canvas:
 
     size: int
     frames: int
+    kind: str = "face"
 
     def __post_init__(self) -> None:
         side = self.size * SUPERSAMPLE
@@ -204,7 +208,7 @@ class _Canvas:
 
     def markers(self, points: np.ndarray, indices: list[int]) -> None:
         """Draw markers (points [T, len(indices), 2]) on top of what is drawn so far."""
-        r = marker_radius(self.size)
+        r = marker_radius(self.size, self.kind)
         for column, k in enumerate(indices):
             mask = self.disc(points[:, column, 0], points[:, column, 1], r)
             self.paint(mask, MARKER_PALETTE[k].astype(np.float32), label=k)
@@ -214,7 +218,7 @@ class _Canvas:
         t, side = self.frames, self.size
         frames = self.image.reshape(t, side, SUPERSAMPLE, side, SUPERSAMPLE, 3).mean(axis=(2, 4))
         frames = np.clip(np.rint(frames), 0, 255).astype(np.uint8)
-        full_area = math.pi * (marker_radius(self.size) * SUPERSAMPLE) ** 2
+        full_area = math.pi * (marker_radius(self.size, self.kind) * SUPERSAMPLE) ** 2
         counts = np.stack([(self.label == k).sum(axis=(1, 2)) for k in range(points.shape[1])], 1)
         inside = (points >= -0.5).all(-1) & (points < side - 0.5).all(-1)
         visible = inside & (counts >= 0.5 * full_area)
@@ -252,7 +256,7 @@ def _render_face(
     brow = _smooth(clip_rng, frames, 0.0, 1.0)
 
     a, b = half_width * scale, half_height * scale
-    canvas = _Canvas(size, frames)
+    canvas = _Canvas(size, frames, "face")
     canvas.background(background_rng, background, amplitude=25)
 
     def place(u, v) -> np.ndarray:
@@ -369,7 +373,7 @@ def _render_body(
     index = {name: k for k, name in enumerate(BODY_KEYPOINTS)}
     points = np.stack([joints[name] for name in BODY_KEYPOINTS], 1)
 
-    canvas = _Canvas(size, frames)
+    canvas = _Canvas(size, frames, "body")
     canvas.background(background_rng, background, amplitude=20)
 
     def draw_side(name: str, shade: float) -> None:
@@ -429,7 +433,7 @@ def _dataset_info(
         "clips_per_identity": CLIPS_PER_IDENTITY,
         "keypoints": list(KEYPOINT_NAMES[kind]),
         "marker_palette": MARKER_PALETTE[: len(KEYPOINT_NAMES[kind])].tolist(),
-        "marker_radius": marker_radius(size),
+        "marker_radius": marker_radius(size, kind),
     }
 
 

@@ -162,7 +162,8 @@ class _MarkerDetector(KeypointDetector):
 
     def min_pixels(self, height: int, width: int) -> float:
         """Matching pixels needed for a detection; the marker area grows with the frame area."""
-        return max(2.0, self.min_fraction * np.pi * marker_radius(min(height, width)) ** 2)
+        radius = marker_radius(min(height, width), self.kind)
+        return max(2.0, self.min_fraction * np.pi * radius**2)
 
     def detect(self, frames: np.ndarray) -> Keypoints:
         frames = _check_frames(frames)
@@ -187,12 +188,14 @@ class _MarkerDetector(KeypointDetector):
 class SyntheticFaceDetector(_MarkerDetector):
     keypoint_names = FACE_KEYPOINTS
     num_keypoints = len(FACE_KEYPOINTS)
+    kind = "face"
 
 
 @register_keypoint_detector("synthetic-body")
 class SyntheticBodyDetector(_MarkerDetector):
     keypoint_names = BODY_KEYPOINTS
     num_keypoints = len(BODY_KEYPOINTS)
+    kind = "body"
 
 
 class _ColourHistogramEmbedder(IdentityEmbedder):
