@@ -117,8 +117,10 @@ def test_rerun_does_nothing(ci_run: Path):
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
-def test_interrupted_metrics_redo_only_that_job(ci_run: Path):
+def test_interrupted_run_redoes_only_unfinished_jobs(ci_run: Path):
+    # as if the run had stopped before one metrics job and the table: only they are redone
     (ci_run / "results/metrics/synthetic-face/fomm.parquet").unlink()
+    (ci_run / "results/table2.parquet").unlink()
     result = _snakemake(ci_run, "--profile", "profiles/ci", "-n", "results/table2.parquet")
     plan = result.stdout
     assert "metrics" in plan and "table2" in plan
