@@ -33,8 +33,13 @@ def _snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Comp
     )
 
 
+_FAILURE: list[str] = []  # a failed run fails every test once, without running again
+
+
 @pytest.fixture(scope="module")
 def ci_run(tmp_path_factory) -> Path:
+    if _FAILURE:
+        pytest.fail(_FAILURE[0])
     workdir = tmp_path_factory.mktemp("ci") / "repo"
     shutil.copytree(
         REPO,
@@ -52,7 +57,8 @@ def ci_run(tmp_path_factory) -> Path:
         check=False,
     )
     if result.returncode != 0:
-        pytest.fail(f"CI benchmark failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+        _FAILURE.append(f"CI benchmark failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+        pytest.fail(_FAILURE[0])
     return workdir
 
 
