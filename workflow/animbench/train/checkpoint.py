@@ -11,7 +11,6 @@ weights_only=True (no pickled code). Keys:
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import torch
 
 from animbench.errors import DataError
+from animbench.weights import sha256sum as sha256  # noqa: F401  (checkpoint digests)
 
 FORMAT = "animbench-checkpoint/1"
 
@@ -50,11 +50,3 @@ def load(path: str | Path, map_location="cpu") -> dict:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise DataError(f"{path}: not an animbench checkpoint (found {found!r})")
     return payload
-
-
-def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
