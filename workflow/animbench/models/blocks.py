@@ -67,8 +67,8 @@ class ResBlock2d(nn.Module):
         return out + x
 
 
-class UpBlock2d(nn.Module):
-    """Nearest ×2 upsampling, conv, norm, ReLU."""
+class _ConvNorm(nn.Module):
+    """A conv followed by a norm; the attribute names (conv, norm) are the checkpoint keys."""
 
     def __init__(
         self, in_features: int, out_features: int, kernel_size=3, padding=1, norm=batch_norm
@@ -76,36 +76,31 @@ class UpBlock2d(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(in_features, out_features, kernel_size, padding=padding)
         self.norm = norm(out_features)
+
+
+class UpBlock2d(_ConvNorm):
+    """Nearest ×2 upsampling, conv, norm, ReLU."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.interpolate(x, scale_factor=2)
         return F.relu(self.norm(self.conv(out)))
 
 
-class DownBlock2d(nn.Module):
+class DownBlock2d(_ConvNorm):
     """Conv, norm, ReLU, 2×2 average pooling."""
 
     def __init__(
         self, in_features: int, out_features: int, kernel_size=3, padding=1, norm=batch_norm
     ):
-        super().__init__()
-        self.conv = nn.Conv2d(in_features, out_features, kernel_size, padding=padding)
-        self.norm = norm(out_features)
+        super().__init__(in_features, out_features, kernel_size, padding, norm)
         self.pool = nn.AvgPool2d(kernel_size=(2, 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(F.relu(self.norm(self.conv(x))))
 
 
-class SameBlock2d(nn.Module):
+class SameBlock2d(_ConvNorm):
     """Conv, norm, ReLU at constant resolution."""
-
-    def __init__(
-        self, in_features: int, out_features: int, kernel_size=3, padding=1, norm=batch_norm
-    ):
-        super().__init__()
-        self.conv = nn.Conv2d(in_features, out_features, kernel_size, padding=padding)
-        self.norm = norm(out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.norm(self.conv(x)))
