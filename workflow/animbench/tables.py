@@ -21,7 +21,7 @@ import pandas as pd
 
 import animbench
 from animbench.errors import ConfigError, DataError
-from animbench.evaluate.metrics import aggregate, write_parquet_atomic
+from animbench.evaluate.metrics import aggregate, typed_frame, write_parquet_atomic
 from animbench.models.registry import METHOD_NAMES, PLANNED, is_implemented
 
 COLUMNS = [
@@ -114,14 +114,7 @@ def _provenance(config_hash: str | None) -> dict[str, Any]:
 
 
 def _finish(rows: list[dict[str, Any]], out: str | Path) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=COLUMNS)
-    for col in FLOAT_COLUMNS:
-        df[col] = df[col].astype("float64")
-    for col in INT_COLUMNS:
-        df[col] = df[col].astype("Int64")
-    for col in COLUMNS:
-        if col not in FLOAT_COLUMNS + INT_COLUMNS:
-            df[col] = df[col].astype("string")
+    df = typed_frame(rows, COLUMNS, ints=INT_COLUMNS, floats=FLOAT_COLUMNS)
     write_parquet_atomic(df, out)
     return df
 

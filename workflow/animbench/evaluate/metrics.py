@@ -52,7 +52,6 @@ COLUMNS = [
 ]
 COUNT_COLUMNS = ["n_frames", "akd_frames", "akd_skipped", "mkr_frames", "aed_frames"]
 SUM_COLUMNS = ["l1_sum", "akd_sum", "mkr_sum", "aed_sum"]
-STRING_COLUMNS = [c for c in COLUMNS if c not in COUNT_COLUMNS + SUM_COLUMNS]
 
 # metric -> (sum column, count column); L1 counts every frame.
 METRIC_COLUMNS = {
@@ -139,6 +138,19 @@ def aggregate(df: pd.DataFrame) -> dict[str, tuple[float, int, int]]:
         value = total / frames if frames > 0 else float("nan")
         out[metric] = (value, int(computed.sum()), frames)
     return out
+
+
+def typed_frame(
+    rows: list[dict], columns: list[str], ints: list[str], floats: list[str]
+) -> pd.DataFrame:
+    """Rows as a DataFrame with stable dtypes (nullable Int64, float64, the rest strings), so
+    Parquet schemas do not depend on which values happen to be missing."""
+    df = pd.DataFrame(rows, columns=columns)
+    for col in columns:
+        df[col] = df[col].astype(
+            "Int64" if col in ints else "float64" if col in floats else "string"
+        )
+    return df
 
 
 def write_parquet_atomic(df: pd.DataFrame, out: str | Path) -> Path:
@@ -323,13 +335,7 @@ def video_metrics(
         )
         rows.append(row)
 
-    df = pd.DataFrame(rows, columns=COLUMNS)
-    for col in COUNT_COLUMNS:
-        df[col] = df[col].astype("Int64")
-    for col in SUM_COLUMNS:
-        df[col] = df[col].astype("float64")
-    for col in STRING_COLUMNS:
-        df[col] = df[col].astype("string")
+    df = typed_frame(rows, COLUMNS, ints=COUNT_COLUMNS, floats=SUM_COLUMNS)
     write_parquet_atomic(df, out)
     return df
 
