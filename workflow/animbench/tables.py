@@ -113,6 +113,24 @@ def _provenance(config_hash: str | None) -> dict[str, Any]:
     }
 
 
+def _blank_row(
+    table: str, dataset: str, paper_dataset, method: str, metric: str, paper_value, prov: dict
+) -> dict[str, Any]:
+    """A row of MTIA's table with no measurement yet; other columns default to missing."""
+    return {
+        "paper": MTIA,
+        "table": table,
+        "dataset": dataset,
+        "paper_dataset": paper_dataset,
+        "method": method,
+        "metric": metric,
+        "value": np.nan,
+        "paper_value": paper_value,
+        "delta": np.nan,
+        **prov,
+    }
+
+
 def _finish(rows: list[dict[str, Any]], out: str | Path) -> pd.DataFrame:
     df = typed_frame(rows, COLUMNS, ints=INT_COLUMNS, floats=FLOAT_COLUMNS)
     write_parquet_atomic(df, out)
@@ -210,20 +228,7 @@ def write_table2(metrics: Sequence[str | Path], spec: dict, out: str | Path) -> 
                 paper_value = (
                     paper.get((paper_name, display, metric), np.nan) if paper_name else np.nan
                 )
-                row: dict[str, Any] = {
-                    "paper": MTIA,
-                    "table": "table2",
-                    "dataset": dataset,
-                    "paper_dataset": paper_name,
-                    "method": display,
-                    "metric": metric,
-                    "value": np.nan,
-                    "paper_value": paper_value,
-                    "delta": np.nan,
-                    "n_videos": None,
-                    "n_frames": None,
-                    **prov,
-                }
+                row = _blank_row("table2", dataset, paper_name, display, metric, paper_value, prov)
                 notes = []
                 if group is not None:
                     row["checkpoint_sha256"] = _unique(group.get("checkpoint_sha256"))
@@ -308,24 +313,7 @@ def write_table1(out: str | Path) -> pd.DataFrame:
             note = f"{not_implemented_note(method)}; preset {preset}: {type(exc).__name__}"
         for metric in ("params_M", "params", "FLOPs_G"):
             paper_value = paper.get(("-", row_name, metric), np.nan)
-            row: dict[str, Any] = {
-                "paper": MTIA,
-                "table": "table1",
-                "dataset": "-",
-                "paper_dataset": "-",
-                "method": row_name,
-                "metric": metric,
-                "value": np.nan,
-                "paper_value": paper_value,
-                "delta": np.nan,
-                "n_videos": None,
-                "n_frames": None,
-                "checkpoint_sha256": None,
-                "keypoint_detector": None,
-                "identity_embedder": None,
-                "detector_versions": None,
-                **prov,
-            }
+            row = _blank_row("table1", "-", "-", row_name, metric, paper_value, prov)
             if metric == "FLOPs_G":
                 row["status"] = "not implemented"
                 row["note"] = "FLOPs counting is not implemented yet (issue 4)"
