@@ -15,7 +15,7 @@ from conftest import TINY_OVERRIDES, train_tiny
 
 from animbench.data.datasets import FramePairs
 from animbench.data.video import write_clip
-from animbench.errors import DataError, NotImplementedYet
+from animbench.errors import ConfigError, DataError
 from animbench.models import registry
 from animbench.models.registry import build, get_preset
 from animbench.train import checkpoint
@@ -240,17 +240,13 @@ def test_flips_apply_to_both_frames(tmp_path):
     assert reversed_ == {False, True}
 
 
-@pytest.mark.parametrize(
-    "augmentation",
-    [
-        {"rotation_param": {"degrees": 10}},
-        registry.get_preset("fomm-mgif256")["dataset_params"]["augmentation_params"],
-    ],
-)
-def test_unsupported_augmentation_stops(tmp_path, augmentation):
+def test_preset_augmentations_apply_and_unknown_keys_stop(tmp_path):
     _indexed_clip(tmp_path, "a#1", num_frames=2)
-    with pytest.raises(NotImplementedYet, match="not implemented"):
-        FramePairs(tmp_path, augmentation_params=augmentation)
+    mgif = registry.get_preset("fomm-mgif256")["dataset_params"]["augmentation_params"]
+    pair = FramePairs(tmp_path, augmentation_params=mgif)[0]
+    assert pair["source"].shape == pair["driving"].shape == (3, 256, 256)  # crop_param size
+    with pytest.raises(ConfigError, match=r"augmentation_params\.rotate_param"):
+        FramePairs(tmp_path, augmentation_params={"rotate_param": {"degrees": 10}})
 
 
 def test_rerun_after_max_steps_is_idempotent(tiny_dataset, tmp_path):
