@@ -49,6 +49,7 @@ def dataset_spec(wildcards):
             "name": wildcards.dataset,
             **DATASETS[wildcards.dataset],
             "cache": config["cache"],
+            "youtube": config["youtube"],
         }
     )
 
@@ -62,16 +63,22 @@ def pinned_inputs(dataset):
 
 
 def download_inputs(wildcards):
-    """youtube datasets need the metadata CSV (the video ids); archives need nothing."""
-    inputs = pinned_inputs(wildcards.dataset)
-    return {"metadata": inputs["metadata"]} if "metadata" in inputs else {}
+    """The pinned files (video ids; TED's split needs its test list); archives need none."""
+    return pinned_inputs(wildcards.dataset)
 
 
 def crop_inputs(wildcards):
     return {
-        "manifest": res(f"data/{wildcards.dataset}/raw/manifest.csv"),
+        "availability": res(f"data/{wildcards.dataset}/availability.parquet"),
         **pinned_inputs(wildcards.dataset),
     }
+
+
+def dataset_clips(wildcards):
+    """What a dataset's clips depend on: the folder (synthetic) or the crop's index (real)."""
+    if wildcards.dataset in SYNTHETIC_DATASETS:
+        return res(f"data/{wildcards.dataset}/clips")
+    return res(f"data/{wildcards.dataset}/clips.parquet")
 
 
 def input_args(wildcards, input):
@@ -94,7 +101,7 @@ def train_overrides(wildcards):
 
 
 def reconstruct_inputs(wildcards):
-    inputs = {"data": res(f"data/{wildcards.dataset}/clips")}
+    inputs = {"data": dataset_clips(wildcards)}
     if wildcards.method not in BASELINES:
         inputs["checkpoint"] = res(
             f"runs/{wildcards.dataset}/{wildcards.method}/model.pt"

@@ -1,5 +1,7 @@
 # Datasets: pinned metadata -> download -> crop (real sources), or render (synthetic).
-# Every dataset root is results/data/<dataset>/clips/{train,test}/<clip>/ (lossless PNG folders).
+# Every dataset root is results/data/<dataset>/clips/{train,test}/<clip>/ (frame folders).
+# Downloads (raw/) and clips (clips/) of real datasets are not declared outputs: they take days,
+# so Snakemake must never delete them; the small tables written last are the outputs.
 
 
 rule metadata:
@@ -30,7 +32,7 @@ rule download:
     input:
         unpack(download_inputs),
     output:
-        manifest=res("data/{dataset}/raw/manifest.csv"),
+        availability=res("data/{dataset}/availability.parquet"),
     log:
         res("logs/download/{dataset}.log"),
     benchmark:
@@ -49,18 +51,16 @@ rule download:
     params:
         spec=dataset_spec,
         inputs=input_args,
-        # videos accumulate in raw/ (resumable); manifest.csv is written last
-        out=res("data/{dataset}/raw"),
     shell:
-        "animbench data download --dataset {wildcards.dataset} --spec {params.spec:q}"
-        " {params.inputs} --out {params.out:q} > {log:q} 2>&1"
+        "animbench data download --threads {threads} --dataset {wildcards.dataset}"
+        " --spec {params.spec:q} {params.inputs} --out {output.availability:q} > {log:q} 2>&1"
 
 
 rule crop:
     input:
         unpack(crop_inputs),
     output:
-        directory(res("data/{dataset}/clips")),
+        index=res("data/{dataset}/clips.parquet"),
     log:
         res("logs/crop/{dataset}.log"),
     benchmark:
@@ -77,8 +77,8 @@ rule crop:
         spec=dataset_spec,
         inputs=input_args,
     shell:
-        "animbench data crop --dataset {wildcards.dataset} --spec {params.spec:q}"
-        " {params.inputs} --out {output:q} > {log:q} 2>&1"
+        "animbench data crop --threads {threads} --dataset {wildcards.dataset}"
+        " --spec {params.spec:q} {params.inputs} --out {output.index:q} > {log:q} 2>&1"
 
 
 rule synthetic:

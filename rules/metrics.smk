@@ -4,7 +4,7 @@
 
 rule metrics:
     input:
-        gt=res("data/{dataset}/clips"),
+        gt=dataset_clips,
         pred=res("reconstruction/{dataset}/{method}"),
     output:
         res("metrics/{dataset}/{method}.parquet"),
@@ -20,11 +20,12 @@ rule metrics:
         mem_mb=rule_resource("metrics", "mem_mb"),
         runtime=rule_resource("metrics", "runtime"),
     params:
+        gt=res("data/{dataset}/clips/test"),
         keypoints=dataset_value("keypoints"),
         identity=dataset_value("identity"),
         mkr=mkr_flag,
     shell:
-        "animbench metrics --threads {threads} --gt {input.gt:q}/test --pred {input.pred:q}"
+        "animbench metrics --threads {threads} --gt {params.gt:q} --pred {input.pred:q}"
         " --keypoints {params.keypoints} --identity {params.identity} {params.mkr}"
         " --dataset {wildcards.dataset} --method {wildcards.method} --out {output:q}"
         " > {log:q} 2>&1"

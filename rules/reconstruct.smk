@@ -20,8 +20,9 @@ rule reconstruct:
         mem_mb=rule_resource("reconstruct", "mem_mb"),
         runtime=rule_resource("reconstruct", "runtime"),
     params:
+        data=res("data/{dataset}/clips"),
         checkpoint=checkpoint_arg,
         device=config["device"],
     shell:
-        "animbench reconstruct --threads {threads} --data {input.data:q} --method {wildcards.method}"
+        "animbench reconstruct --threads {threads} --data {params.data:q} --method {wildcards.method}"
         " {params.checkpoint} --out {output:q} --device {params.device} > {log:q} 2>&1"

@@ -4,7 +4,7 @@
 
 rule train:
     input:
-        data=res("data/{dataset}/clips"),
+        data=dataset_clips,
     output:
         model=res("runs/{dataset}/{method}/model.pt"),
     log:
@@ -21,12 +21,13 @@ rule train:
         mem_mb=rule_resource("train", "mem_mb"),
         runtime=rule_resource("train", "runtime"),
     params:
+        data=res("data/{dataset}/clips"),
         preset=train_preset,
         overrides=train_overrides,
         run_dir=res("runs/{dataset}/{method}"),
         device=config["device"],
         seed=config["seed"],
     shell:
-        "animbench train --threads {threads} --data {input.data:q} --method {wildcards.method}"
+        "animbench train --threads {threads} --data {params.data:q} --method {wildcards.method}"
         " --preset {params.preset} --overrides {params.overrides:q} --out {params.run_dir:q}"
         " --device {params.device} --seed {params.seed} > {log:q} 2>&1"

@@ -85,6 +85,12 @@ def test_test_youtube_ids_formats(tmp_path):
         "-vqV-gHa2FE#006453#006717.mp4\n\nid10280#NXjT3732Ekg#001093#001192.mp4\nabcdefghijk\n"
     )
     assert metadata.test_youtube_ids(listing) == {"-vqV-gHa2FE", "NXjT3732Ekg", "abcdefghijk"}
+    # MTIA's published file is a frame list: <clip>.mp4/<5-digit>.png per line
+    listing.write_text(
+        "-vqV-gHa2FE#006453#006717.mp4/00000.png\n-vqV-gHa2FE#006453#006717.mp4/00001.png\n"
+        "id10280#NXjT3732Ekg#001093#001192.mp4/00000.png\n"
+    )
+    assert metadata.test_youtube_ids(listing) == {"-vqV-gHa2FE", "NXjT3732Ekg"}
 
 
 def test_small_csv_quirks(tmp_path):

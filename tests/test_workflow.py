@@ -3,8 +3,10 @@ here needs the models, data or network, and nothing is written under results/)."
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from collections import Counter
@@ -88,6 +90,33 @@ def test_default_config_plans_the_paper_benchmark():
     assert counts["table2"] == 1
     assert counts["synthetic"] == 0 and counts["table1"] == 0
     assert counts["train"] == 12 and counts["reconstruct"] == 16 and counts["metrics"] == 16
+
+
+def test_real_datasets_plan_offline_with_their_protocol():
+    """The four datasets plan from the default config (a dry run touches no network), and each
+    crop job carries its dataset's protocol: resolution, frame selection, pinned inputs."""
+    targets = [f"results/data/{d}/clips.parquet" for d in REAL]
+    proc = snakemake(*targets, "-n", "--forceall", "-p", "--workflow-profile", "none")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    shells = [
+        line.removeprefix("Shell command: ")
+        for line in proc.stdout.splitlines()
+        if line.startswith("Shell command: animbench data")
+    ]
+    crops = {re.search(r"--dataset (\S+)", c).group(1): c for c in shells if " crop " in c}
+    downloads = {re.search(r"--dataset (\S+)", c).group(1): c for c in shells if " download " in c}
+    assert sorted(crops) == sorted(downloads) == sorted(REAL)
+    for name, command in crops.items():
+        spec = json.loads(shlex.split(command)[shlex.split(command).index("--spec") + 1])
+        assert spec["resolution"] == (384 if name == "ted" else 256)
+        assert spec["crop"]["selection"] == ("indices" if name == "ted" else "timestamps")
+        assert f"results/data/{name}/availability.parquet" in command
+        assert command.endswith(
+            f"--out results/data/{name}/clips.parquet > results/logs/crop/{name}.log 2>&1"
+        )
+    assert "results/data/ted/test_list.txt" in downloads["ted"]
+    assert "--input" not in downloads["mgif"]
+    assert "youtube.com/watch?v={id}" in downloads["vox"]
 
 
 def test_ci_profile_plans_the_synthetic_benchmark():

@@ -38,7 +38,14 @@ def _cmd_synthetic(args: argparse.Namespace) -> None:
 def _cmd_data(args: argparse.Namespace) -> None:
     from animbench.data import sources
 
-    sources.run(args.step, dataset=args.dataset, spec=args.spec, inputs=args.input, out=args.out)
+    sources.run(
+        args.step,
+        dataset=args.dataset,
+        spec=args.spec,
+        inputs=args.input,
+        out=args.out,
+        threads=args.threads or 1,
+    )
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -116,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=64)
     p.set_defaults(func=_cmd_synthetic)
 
-    p = sub.add_parser("data", help="real datasets: metadata, download, crop")
+    p = sub.add_parser("data", parents=[compute], help="real datasets: metadata, download, crop")
     p.add_argument("step", choices=["metadata", "download", "crop"])
     p.add_argument("--dataset", required=True)
     p.add_argument("--spec", type=_json, default={}, help="the dataset's config entry as JSON")

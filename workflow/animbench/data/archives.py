@@ -63,6 +63,11 @@ def _archive_kind(archive: Path) -> str:
         return "zip"
     if name.endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")):
         return "tar"
+    # share links (Yandex Disk) give files without a telling name: look at the content
+    if zipfile.is_zipfile(archive):
+        return "zip"
+    if tarfile.is_tarfile(archive):
+        return "tar"
     raise DataError(f"{archive}: unsupported archive type (expected .zip or .tar[.gz/.bz2/.xz])")
 
 
@@ -206,25 +211,37 @@ def mgif_split(stem: str, gif: Path | None = None) -> str:
     return "test" if 0 <= number < MGIF_TEST_BELOW else "train"
 
 
-def mgif_to_clips(gif_dir: str | Path, out_root: str | Path) -> dict[str, int]:
-    """Convert `gif_dir/*.gif` into `out_root/{train,test}/<stem>/` PNG-folder clips.
+def mgif_to_clips(
+    gif_dir: str | Path, out_root: str | Path, train_format: str = "png"
+) -> dict[str, int]:
+    """Convert the gifs under `gif_dir` (searched recursively: archives nest them in
+    ``moving-gif/{train,test}/``) into `out_root/{train,test}/<stem>/` frame-folder clips.
 
     Split as MTIA: gifs whose stem is a number below 100 (00000-00099) are test, the rest
-    train. Clips already written are skipped (write_clip is atomic, so an existing folder is
-    complete), which makes the conversion resumable. Returns the number of clips per split
-    (written now plus already present), e.g. ``{"train": 900, "test": 100}``.
+    train. Test clips are PNG; training clips `train_format` (png or jpeg). Clips already
+    written are skipped (write_clip is atomic, so an existing folder is complete), which makes
+    the conversion resumable. Returns the number of clips per split (written now plus already
+    present), e.g. ``{"train": 900, "test": 100}``.
     """
     gif_dir, out_root = Path(gif_dir), Path(out_root)
     if not gif_dir.is_dir():
         raise DataError(f"{gif_dir}: MGIF gif folder not found")
-    gifs = sorted(p for p in gif_dir.iterdir() if p.is_file() and p.suffix.lower() == ".gif")
+    gifs = sorted(
+        (p for p in gif_dir.rglob("*") if p.is_file() and p.suffix.lower() == ".gif"),
+        key=lambda p: p.name,
+    )
     if not gifs:
         raise DataError(f"{gif_dir}: no .gif files found")
+    seen: dict[str, Path] = {}
     counts = {"train": 0, "test": 0}
     for gif in gifs:
+        if gif.stem in seen:
+            raise DataError(f"{gif}: gif name also used by {seen[gif.stem]}")
+        seen[gif.stem] = gif
         split = mgif_split(gif.stem, gif)
         clip = out_root / split / gif.stem
         if not clip.is_dir():
-            write_clip(clip, gif_frames(gif))
+            image_format = train_format if split == "train" else "png"
+            write_clip(clip, gif_frames(gif), image_format=image_format)
         counts[split] += 1
     return counts
