@@ -280,3 +280,74 @@ def test_archive_with_parent_entries_is_rejected(server, tmp_path):
     with pytest.raises(DataError, match=r"unsafe archive member '\.\./evil\.gif'"):
         sources.crop("mgif", spec, [], data / "clips.parquet")
     assert not (tmp_path / "evil.gif").exists() and not (data / "evil.gif").exists()
+
+
+def test_workflow_downloads_and_crops_a_dataset(server, tmp_path):
+    """The Snakemake rules end to end: pinned metadata, yt-dlp download, crop, from loopback."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    root, base = server
+    write_video(root / "videos" / "workflowvid.mp4")
+    write_metadata(
+        root / "files" / "meta.csv",
+        [
+            ("workflowvid", 0, 30, "0-0-320-192", FPS, REF_W, REF_H, "train"),
+            ("workflowvid", 30, 60, "64-16-192-144", FPS, REF_W, REF_H, "test"),
+            ("gonevideo01", 0, 30, "0-0-320-192", FPS, REF_W, REF_H, "test"),
+        ],
+    )
+    repo = Path(__file__).resolve().parents[1]
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "config.yaml").write_text((repo / "config.yaml").read_text())
+    extra = {
+        "cache": str(tmp_path / "cache"),
+        "youtube": {"url_template": base + "/videos/{id}.mp4", "retries": 0, "workers": 2},
+        "benchmark": {"datasets": ["toy"], "methods": []},
+        "datasets": {
+            "toy": {
+                "source": "youtube",
+                "paper_name": "taichi",
+                "resolution": 64,
+                "metadata": {
+                    "url": base + "/files/meta.csv",
+                    "sha256": sources.sha256_file(root / "files" / "meta.csv"),
+                },
+            }
+        },
+    }
+    (work / "extra.yaml").write_text(yaml.safe_dump(extra))
+    bin_dir = Path(sys.executable).parent
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-d", str(work)]
+        + ["--configfile", "extra.yaml", "--cores", "2", "results/data/toy/clips.parquet"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = work / "results" / "data" / "toy"
+    availability = pd.read_parquet(data / "availability.parquet").set_index("youtube_id")
+    assert availability.loc["workflowvid", "status"] == "ok"
+    assert availability.loc["gonevideo01", "error_class"] == "http_404"
+    index = pd.read_parquet(data / "clips.parquet").set_index("name")
+    # the partition of a video's first row applies to all its clips (load_videos.py)
+    assert set(
+        index.loc[["workflowvid#000000#000030", "workflowvid#000030#000060"], "partition"]
+    ) == {"train"}
+    assert index.loc["workflowvid#000030#000060", "frames"] == 30
+    assert index.loc["gonevideo01#000000#000030", "status"] == "missing_video"
+    assert read_clip(data / "clips" / "train" / "workflowvid#000030#000060").shape == (
+        30,
+        64,
+        64,
+        3,
+    )
+    assert (data / "metadata.csv").read_bytes() == (root / "files" / "meta.csv").read_bytes()
