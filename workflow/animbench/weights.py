@@ -5,14 +5,12 @@ reason, and callers decide whether to fall back (VGG19 for the perceptual loss) 
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
-import tempfile
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from animbench.downloads import download
+from animbench.downloads import sha256_file as sha256sum
 from animbench.errors import DataError
 
 
@@ -39,14 +37,6 @@ def cache_dir() -> Path:
     return Path(os.environ.get("ANIMBENCH_CACHE", "resources/cache")) / "weights"
 
 
-def sha256sum(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _candidates(entry: WeightFile) -> list[Path]:
     # torch hub's cache is checked too, so a machine that already has torchvision's file uses it
     torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
@@ -67,15 +57,11 @@ def fetch(name: str, timeout: float = 30.0) -> tuple[Path | None, str]:
                 )
             return path, "cached"
     target = _candidates(entry)[0]
-    target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with urllib.request.urlopen(entry.url, timeout=timeout) as response:
-            with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
-                shutil.copyfileobj(response, tmp)
-    except OSError as exc:
+        download(entry.url, target, timeout=timeout)
+    except DataError as exc:
         return None, f"{entry.url} unreachable ({exc})"
-    if not sha256sum(tmp.name).startswith(entry.sha256_prefix):
-        os.unlink(tmp.name)
+    if not sha256sum(target).startswith(entry.sha256_prefix):
+        target.unlink()
         raise DataError(f"{entry.url}: downloaded file fails its checksum {entry.sha256_prefix}…")
-    os.replace(tmp.name, target)
     return target, "downloaded"

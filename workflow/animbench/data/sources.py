@@ -34,19 +34,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from animbench.downloads import download as download_file
+from animbench.downloads import sha256_file
 from animbench.errors import AnimbenchError, DataError
 
 DEFAULT_CACHE = "resources/cache"
-CHUNK = 1 << 20
 TIMEOUT_S = 60
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _atomic_copy(src: Path, dst: Path) -> None:
@@ -57,24 +50,6 @@ def _atomic_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _download(url: str, dst: Path) -> None:
-    """Stream `url` to `dst` atomically (a .part file renamed at the end)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh, urllib.request.urlopen(url, timeout=TIMEOUT_S) as resp:
-            shutil.copyfileobj(resp, fh, CHUNK)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dst)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        Path(tmp).unlink(missing_ok=True)
-        reason = getattr(exc, "reason", None) or exc
-        raise DataError(f"download of {url} failed: {' '.join(str(reason).split())}") from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -127,7 +102,7 @@ def fetch(url: str, sha256: str | None, cache: str | Path) -> Path:
     """
     path = cached_path(url, cache)
     if not path.exists():
-        _download(direct_url(url), path)
+        download_file(direct_url(url), path, timeout=TIMEOUT_S)
     actual = sha256_file(path)
     if sha256 is None:
         print(
