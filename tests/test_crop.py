@@ -137,6 +137,8 @@ def test_frame_range_examples():
 def test_scale_bbox_truncates_and_clips():
     assert scale_bbox(101, 51, 301, 251, 640, 360, 320, 180) == (50, 25, 150, 125)
     assert scale_bbox(333, 333, 999, 999, 1920, 1080, 854, 480) == (148, 148, 444, 444)
+    # load_videos.py divides by the ratio: 1280 / (1280 / 854) = 853.999... -> 853, not 854
+    assert scale_bbox(640, 0, 1280, 720, 1280, 720, 854, 480) == (426, 0, 853, 480)
     # out-of-frame bottom/right are clipped like numpy slicing
     assert scale_bbox(500, 200, 700, 400, 640, 360, 320, 180) == (250, 100, 320, 180)
     with pytest.raises(DataError, match="clipX"):

@@ -8,7 +8,7 @@ Protocol (video-preprocessing / MRAA ``load_videos.py``), reproduced exactly:
   ``i*fps >= start*F and i*fps < end*F`` in float arithmetic (:func:`frame_range`). TED's
   ranges are frame indices of the downloaded video (``selection="indices"``).
 - The bbox, given in a ``width x height`` reference frame, is scaled to the downloaded size
-  with ``int(left*W/width)`` etc. and clipped to the frame like numpy slicing
+  with ``int(left / (width / W))`` etc. and clipped to the frame like numpy slicing
   (:func:`scale_bbox`).
 - The crop is resized to ``size x size``; non-square boxes are stretched anisotropically.
 - A clip shorter than its range (video ended early) is kept; a clip selecting no frame is not
@@ -126,14 +126,17 @@ def scale_bbox(
 ) -> tuple[int, int, int, int]:
     """The reference bbox scaled to a ``width x height`` frame: ``(x0, y0, x1, y1)``, half-open.
 
-    ``int(left*width/ref_width)`` etc. (truncation, as the reference), then clipped to the frame
+    ``int(left / (ref_width / width))`` etc. (load_videos.py's float expression and
+    truncation), then clipped to the frame
     like numpy slicing ``frame[y0:y1, x0:x1]``. An empty result raises :class:`DataError`
     naming `clip`.
     """
-    x0 = int(left * width / ref_width)
-    y0 = int(top * height / ref_height)
-    x1 = int(right * width / ref_width)
-    y1 = int(bottom * height / ref_height)
+    # the reference's expression, not left*width/ref_width: int() truncation makes them differ
+    # by a pixel whenever the float ratio rounds across an integer
+    x0 = int(left / (ref_width / width))
+    y0 = int(top / (ref_height / height))
+    x1 = int(right / (ref_width / width))
+    y1 = int(bottom / (ref_height / height))
     x0, x1 = min(max(x0, 0), width), min(max(x1, 0), width)
     y0, y1 = min(max(y0, 0), height), min(max(y1, 0), height)
     if x1 <= x0 or y1 <= y0:
