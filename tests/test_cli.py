@@ -128,14 +128,14 @@ def test_unknown_preset_and_unimplemented_method(dataset: Path, tmp_path: Path):
             "--data",
             str(dataset),
             "--method",
-            "mraa",
+            "tpsmm",
             "--preset",
-            "mraa-vox256",
+            "tpsmm-vox256",
             "--out",
             str(tmp_path / "run"),
         )
     )
-    assert "not implemented yet" in line and "MRAA" in line
+    assert "not implemented yet" in line and "TPSMM" in line
 
 
 def test_missing_checkpoint_names_the_file(dataset: Path, tmp_path: Path):

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from animbench import tables
+from animbench.evaluate.flops import FlopCount
 from animbench.evaluate.metrics import COLUMNS as METRIC_COLUMNS
 from animbench.evaluate.metrics import write_parquet_atomic
 from animbench.models import registry
@@ -81,6 +82,7 @@ def row(df, dataset, method, metric):
 
 def test_table2_statuses_and_paper_values(tmp_path, metric_files, monkeypatch):
     monkeypatch.setattr(tables, "is_implemented", lambda m: m in {"fomm", "source-copy"})
+    monkeypatch.setitem(tables.PLANNED, "mraa", "issue 4")  # as if MRAA were still planned
     out = tmp_path / "table2.parquet"
     df = tables.write_table2(metric_files, SPEC, out)
     assert list(df.columns) == tables.COLUMNS
@@ -153,8 +155,16 @@ def fake_build(preset):
     raise KeyError(preset)
 
 
+def fake_flops(model):
+    return {
+        "generator": FlopCount(flops=4_000_000_000, layer_flops=3_000_000_000),
+        "kp_detector": FlopCount(flops=2_000_000, calls=2, layer_flops=2_000_000),
+    }
+
+
 def test_table1_with_fake_modules(tmp_path, monkeypatch):
     monkeypatch.setattr(registry, "build", fake_build, raising=False)
+    monkeypatch.setattr(tables, "network_flops", fake_flops)
     monkeypatch.setattr(tables, "is_implemented", lambda m: m == "fomm")
     df = tables.write_table1(tmp_path / "table1.parquet")
     back = pd.read_parquet(tmp_path / "table1.parquet")
@@ -166,9 +176,16 @@ def test_table1_with_fake_modules(tmp_path, monkeypatch):
     assert row(back, "-", "MotionEstimator-FOMM", "params")["value"] == 8
     r = row(back, "-", "MotionEstimator-MRAA", "params_M")
     assert r["status"] == "not implemented" and math.isnan(r["value"])
-    assert r["paper_value"] == pytest.approx(14.2) and "issue 4" in r["note"]
+    assert r["paper_value"] == pytest.approx(14.2) and "not implemented yet" in r["note"]
     r = row(back, "-", "ImageGenerator", "FLOPs_G")
-    assert r["status"] == "not implemented" and r["paper_value"] == pytest.approx(53.64)
+    # GMACs of the conv/linear modules (the paper's convention); all ops in the note
+    assert r["status"] == "measured" and r["value"] == pytest.approx(1.5)
+    assert r["paper_value"] == pytest.approx(53.64) and "4.000 GFLOPs" in r["note"]
+    assert "2.000 GMACs" in r["note"] and "dense motion" in r["note"]
+    assert row(back, "-", "MotionEstimator-FOMM", "FLOPs_G")["value"] == pytest.approx(1e-3)
+    r = row(back, "-", "MotionEstimator-MRAA", "FLOPs_G")
+    assert r["status"] == "not implemented" and math.isnan(r["value"])
+    assert r["paper_value"] == pytest.approx(1.26)
 
 
 def test_table1_fomm_failure_raises(tmp_path, monkeypatch):
@@ -189,3 +206,8 @@ def test_table1_real_fomm_counts(tmp_path):
     for name in ("ImageGenerator", "MotionEstimator-FOMM"):
         r = row(df, "-", name, "params_M")
         assert abs(r["value"] - r["paper_value"]) < 0.01
+        r = row(df, "-", name, "FLOPs_G")
+        assert r["status"] == "measured" and math.isfinite(r["value"])
+        assert math.isfinite(r["paper_value"]) and "GMACs" in r["note"]
+        # multiply-accumulates of the conv/linear modules: the paper's numbers to its rounding
+        assert abs(r["value"] - r["paper_value"]) < 0.005

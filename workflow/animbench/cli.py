@@ -98,6 +98,28 @@ def _cmd_table(args: argparse.Namespace) -> None:
         tables.write_table2(metrics=args.metrics, spec=args.spec, out=args.out)
 
 
+def _cmd_checkpoint_import(args: argparse.Namespace) -> None:
+    from animbench.models.import_checkpoint import import_checkpoint
+
+    path = import_checkpoint(args.preset, args.authors_file, args.out)
+    print(f"wrote {path}")
+
+
+def _cmd_animate(args: argparse.Namespace) -> None:
+    from animbench.animate import animate
+
+    animate(
+        source_image=args.source_image,
+        driving_video=args.driving_video,
+        out=args.out,
+        checkpoint=args.checkpoint,
+        mode=args.mode,
+        adapt_scale=args.adapt_scale,
+        device=args.device,
+        batch_frames=args.batch_frames,
+    )
+
+
 def _cmd_config(args: argparse.Namespace) -> None:
     from animbench.config import load_config
 
@@ -170,6 +192,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spec", type=_json, default={}, help="benchmark spec as JSON")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_table)
+
+    p = sub.add_parser("checkpoint", help="checkpoint utilities")
+    checkpoint_sub = p.add_subparsers(dest="checkpoint_command", required=True)
+    p = checkpoint_sub.add_parser(
+        "import", help="convert an authors' released checkpoint into an animbench checkpoint"
+    )
+    p.add_argument("--preset", required=True, help="the preset the checkpoint was trained with")
+    p.add_argument("authors_file", help="the authors' checkpoint (e.g. vox-cpk.pth.tar)")
+    p.add_argument("-o", "--out", required=True, help="animbench checkpoint to write")
+    p.set_defaults(func=_cmd_checkpoint_import)
+
+    p = sub.add_parser(
+        "animate", parents=[compute], help="animate a source image by a driving video (mp4)"
+    )
+    p.add_argument("source_image")
+    p.add_argument("driving_video")
+    p.add_argument("-o", "--out", required=True, help="output mp4")
+    p.add_argument("--checkpoint", required=True, help="animbench checkpoint")
+    p.add_argument("--mode", choices=["standard", "relative", "avd"], default="relative")
+    p.add_argument(
+        "--no-adapt-scale",
+        dest="adapt_scale",
+        action="store_false",
+        help="relative mode: do not scale the motion by the keypoints' convex hull areas",
+    )
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-frames", type=int, default=8, help="driving frames per forward pass")
+    p.set_defaults(func=_cmd_animate)
 
     p = sub.add_parser("config", help="validate configuration files (later ones override)")
     p.add_argument("files", nargs="+")

@@ -258,3 +258,25 @@ def heatmap_mean(heatmap: torch.Tensor) -> torch.Tensor:
     """Expected coordinate E[z] under each heatmap: [B, K, H, W] -> [B, K, 2]."""
     grid = make_coordinate_grid(heatmap.shape[2:], heatmap.device, heatmap.dtype)
     return (heatmap.unsqueeze(-1) * grid.view(1, 1, *grid.shape)).sum(dim=(2, 3))
+
+
+def heatmap_covariance(heatmap: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """Covariance Σ h(z)(z − μ)(z − μ)ᵀ of each heatmap: [B, K, H, W], [B, K, 2] -> [B, K, 2, 2]."""
+    grid = make_coordinate_grid(heatmap.shape[2:], heatmap.device, heatmap.dtype)
+    centred = grid.view(1, 1, *grid.shape) - mean.view(*mean.shape[:2], 1, 1, 2)
+    outer = centred.unsqueeze(-1) * centred.unsqueeze(-2)
+    return (heatmap.view(*heatmap.shape, 1, 1) * outer).sum(dim=(2, 3))
+
+
+def region2gaussian(
+    mean: torch.Tensor, covar: torch.Tensor | float, spatial_size: tuple[int, int]
+) -> torch.Tensor:
+    """Gaussian heatmaps [B, K, H, W] of regions with centres [B, K, 2] and covariances
+    [B, K, 2, 2] (or one isotropic variance, as kp2gaussian)."""
+    if not torch.is_tensor(covar):
+        return kp2gaussian(mean, spatial_size, float(covar))
+    grid = make_coordinate_grid(spatial_size, mean.device, mean.dtype)
+    centred = grid.view(1, 1, *grid.shape) - mean.view(*mean.shape[:2], 1, 1, 2)
+    precision = torch.inverse(covar).view(*covar.shape[:2], 1, 1, 2, 2)
+    mahalanobis = (centred.unsqueeze(-2) @ precision @ centred.unsqueeze(-1))[..., 0, 0]
+    return torch.exp(-0.5 * mahalanobis)

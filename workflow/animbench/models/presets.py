@@ -179,3 +179,334 @@ PRESETS["fomm-synthetic-body"] = merge(
         "train_params": {"num_epochs": 25, "epoch_milestones": [15, 22]},
     },
 )
+
+# --- MRAA (Siarohin et al., CVPR'21): the authors' config/{vox256,taichi256,ted384,mgif256}.yaml
+
+_MRAA_MODEL = {
+    "common_params": {
+        "num_regions": 10,
+        "num_channels": 3,
+        "estimate_affine": True,
+        "revert_axis_swap": True,
+    },
+    "region_predictor_params": {
+        "temperature": 0.1,
+        "block_expansion": 32,
+        "max_features": 1024,
+        "scale_factor": 0.25,
+        "num_blocks": 5,
+        "pca_based": True,
+        "pad": 0,  # vox256.yaml omits it: the class default 3
+        "fast_svd": False,
+    },
+    "generator_params": {
+        "block_expansion": 64,
+        "max_features": 512,
+        "num_down_blocks": 2,
+        "num_bottleneck_blocks": 6,
+        "skips": True,
+        "pixelwise_flow_predictor_params": {
+            "block_expansion": 64,
+            "max_features": 1024,
+            "num_blocks": 5,
+            "scale_factor": 0.25,
+            "use_deformed_source": True,
+            "use_covar_heatmap": True,
+            "estimate_occlusion_map": True,
+        },
+    },
+    "bg_predictor_params": {
+        "block_expansion": 32,
+        "max_features": 1024,
+        "num_blocks": 5,
+        "bg_type": "affine",
+    },
+    "avd_network_params": {"id_bottle_size": 64, "pose_bottle_size": 64},
+}
+
+_MRAA_TRAIN = {
+    "num_epochs": 100,
+    "num_repeats": 75,
+    "epoch_milestones": [60, 90],
+    # the authors' single `lr` for one Adam over the three networks (an Adam per network here)
+    "lr_generator": 2.0e-4,
+    "lr_region_predictor": 2.0e-4,
+    "lr_bg_predictor": 2.0e-4,
+    "batch_size": 14,
+    "scales": [1, 0.5, 0.25, 0.125],
+    "checkpoint_freq": 50,
+    "max_steps": None,
+    "transform_params": {"sigma_affine": 0.05, "sigma_tps": 0.005, "points_tps": 5},
+    "loss_weights": {
+        "perceptual": [10, 10, 10, 10, 10],
+        "equivariance_shift": 10,
+        "equivariance_affine": 10,
+        "l1": 0,
+    },
+}
+
+# second stage (animation via disentanglement), region predictor frozen
+_MRAA_TRAIN_AVD = {
+    "num_epochs": 30,
+    "num_repeats": 150,
+    "epoch_milestones": [20, 25],
+    "lr": 1.0e-3,
+    "batch_size": 256,
+    "checkpoint_freq": 50,
+    "lambda_shift": 1,
+    "lambda_affine": 1,
+    "random_scale": 0.25,
+}
+
+
+def _mraa(note: str, model=None, train=None, train_avd=None, dataset=None) -> dict:
+    dataset = dict(dataset or {})
+    augmentation = dataset.pop("augmentation_params", _FLIPS_JITTER)  # replaced, not merged
+    return {
+        "model": "mraa",
+        "note": note,
+        "model_params": merge(_MRAA_MODEL, model or {}),
+        "train_params": merge(_MRAA_TRAIN, train or {}),
+        "train_avd_params": merge(_MRAA_TRAIN_AVD, train_avd or {}),
+        "dataset_params": merge(
+            {
+                "frame_shape": [256, 256, 3],
+                "id_sampling": True,
+                "augmentation_params": augmentation,
+            },
+            dataset,
+        ),
+    }
+
+
+PRESETS["mraa-vox256"] = _mraa(
+    "MRAA config/vox256.yaml",
+    model={"region_predictor_params": {"pad": 3}},
+    train_avd={"num_repeats": 2000},
+)
+PRESETS["mraa-taichi256"] = _mraa("MRAA config/taichi256.yaml", train={"num_repeats": 150})
+PRESETS["mraa-ted384"] = _mraa(
+    "MRAA config/ted384.yaml",
+    train={"num_repeats": 150, "batch_size": 6},
+    dataset={"frame_shape": [384, 384, 3]},
+)
+PRESETS["mraa-mgif256"] = _mraa(
+    "MRAA config/mgif256.yaml",
+    model={"bg_predictor_params": {"bg_type": "zero"}},
+    train={"num_repeats": 50},
+    train_avd={"num_repeats": 50, "epoch_milestones": [60, 90]},
+    dataset={
+        "id_sampling": False,
+        "augmentation_params": {
+            "flip_param": {"horizontal_flip": True, "time_flip": True},
+            "crop_param": {"size": [256, 256]},
+            "resize_param": {"ratio": [0.9, 1.1]},
+            "jitter_param": {"hue": 0.5},
+        },
+    },
+)
+# A small MRAA for the 64×64 synthetic benchmark on a CPU, sized and scheduled as fomm-synthetic.
+PRESETS["mraa-synthetic"] = _mraa(
+    "small MRAA for the 64×64 synthetic benchmark (CPU, minutes; 450 steps)",
+    model={
+        "region_predictor_params": {
+            "block_expansion": 16,
+            "max_features": 128,
+            "num_blocks": 3,
+            "scale_factor": 0.5,
+            "pad": 3,
+        },
+        "generator_params": {
+            "block_expansion": 16,
+            "max_features": 128,
+            "num_bottleneck_blocks": 2,
+            "pixelwise_flow_predictor_params": {
+                "block_expansion": 16,
+                "max_features": 128,
+                "num_blocks": 3,
+                "scale_factor": 0.5,
+            },
+        },
+        "bg_predictor_params": {"block_expansion": 16, "max_features": 128, "num_blocks": 3},
+    },
+    train={
+        key: PRESETS["fomm-synthetic"]["train_params"][key]
+        for key in ("num_epochs", "num_repeats", "epoch_milestones", "batch_size", "scales")
+    }
+    | {
+        "checkpoint_freq": 1,
+        "lr_generator": 1.0e-3,
+        "lr_region_predictor": 1.0e-3,
+        "lr_bg_predictor": 1.0e-3,
+        "loss_weights": {"perceptual": [10, 10, 10, 0, 0], "l1": 10},  # as fomm-synthetic
+    },
+    train_avd={"num_epochs": 3, "num_repeats": 10, "epoch_milestones": [2], "batch_size": 8},
+    dataset={"frame_shape": [64, 64, 3], "id_sampling": False},
+)
+PRESETS["mraa-synthetic-body"] = merge(
+    PRESETS["mraa-synthetic"],
+    {
+        "note": "small MRAA for the 64×64 synthetic bodies (CPU, minutes; 750 steps)",
+        "train_params": {
+            key: PRESETS["fomm-synthetic-body"]["train_params"][key]
+            for key in ("num_epochs", "epoch_milestones")
+        },
+    },
+)
+
+
+# --- MTIA (Tao et al., ECCV'22): the authors' config/{voxceleb1,taichi256,ted384,mgif256}.yaml
+# FOMM's generator (+ warped skips, + an affine background predictor on TaiChi) driven by a
+# transformer keypoint detector (models/mtia.py). Batches are the global batch of 8 GPUs.
+_MTIA_MODEL = {
+    "common_params": {"num_kp": 10, "num_channels": 3, "estimate_jacobian": True},
+    "kp_detector_params": {
+        "image_size": [256, 256],
+        "backbone": "hrnet_w32",
+        "pretrained": False,
+        "patch_size": 4,
+        "dim": 192,
+        "depth": 12,
+        "heads": 8,
+        "mlp_ratio": 3,
+        "position_encoding": True,
+    },
+    "generator_params": merge(_FOMM_MODEL["generator_params"], {"skips": True}),
+}
+
+_MTIA_TRAIN = merge(
+    _FOMM_TRAIN,
+    {
+        "num_repeats": 150,
+        "batch_size": 64,
+        "checkpoint_freq": 100,
+        "lr_bg_predictor": 2.0e-4,
+        # the reference clips the keypoint detector's gradient L2 norm to 1
+        "clip_grad_norm": {"kp_detector": 1.0},
+        "loss_weights": {"bg_fg_mask": 0, "fg_mask_concentration": 0},
+    },
+)
+
+
+def _mtia(note: str, model=None, train=None, dataset=None) -> dict:
+    return {
+        "model": "mtia",
+        "note": note,
+        "model_params": merge(_MTIA_MODEL, model or {}),
+        "train_params": merge(_MTIA_TRAIN, train or {}),
+        "dataset_params": merge(
+            {
+                "frame_shape": [256, 256, 3],
+                "id_sampling": True,
+                "augmentation_params": _FLIPS_JITTER,
+            },
+            dataset or {},
+        ),
+    }
+
+
+PRESETS.update(
+    {
+        "mtia-vox256": _mtia("MTIA config/voxceleb1.yaml"),
+        "mtia-taichi256": _mtia(
+            "MTIA config/taichi256.yaml (affine background, mask losses, HRNet ImageNet init)",
+            model={
+                "kp_detector_params": {"pretrained": True},
+                "bg_predictor_params": {
+                    "block_expansion": 32,
+                    "max_features": 1024,
+                    "num_blocks": 5,
+                    "bg_type": "affine",
+                },
+            },
+            train={
+                "num_repeats": 250,
+                "loss_weights": {"bg_fg_mask": 1, "fg_mask_concentration": 1},
+            },
+            dataset={
+                "augmentation_params": {
+                    "flip_param": {"horizontal_flip": False, "time_flip": True},
+                    "rotation_param": {"degrees": 20},
+                }
+            },
+        ),
+        "mtia-ted384": _mtia(
+            "MTIA config/ted384.yaml",
+            model={
+                "kp_detector_params": {"image_size": [384, 384]},
+                "generator_params": {"skips": False},
+            },
+            train={"batch_size": 56},
+            dataset={
+                "frame_shape": [384, 384, 3],
+                "augmentation_params": {"rotation_param": {"degrees": 20}},
+            },
+        ),
+        "mtia-mgif256": _mtia(
+            "MTIA config/mgif256.yaml",
+            model={"generator_params": {"skips": False}},
+            train={"num_repeats": 50},
+            dataset={
+                "id_sampling": False,
+                "augmentation_params": {
+                    "crop_param": {"size": [256, 256]},
+                    "resize_param": {"ratio": [0.9, 1.1]},
+                    "jitter_param": {"hue": 0.5},
+                },
+            },
+        ),
+    }
+)
+
+# MTIA ablations on TaiChi (Tables 4-6): position encoding, CNN backbone, transformer depth
+for _name, _note, _kp in [
+    ("nope", "without position encoding (Table 4)", {"position_encoding": False}),
+    ("stem", "Stem-net backbone (Table 5)", {"backbone": "stem"}),
+    ("hrw48", "HRNet-W48 backbone (Table 5)", {"backbone": "hrnet_w48"}),
+    ("4layers", "4 transformer layers (Table 6)", {"depth": 4}),
+    ("8layers", "8 transformer layers (Table 6)", {"depth": 8}),
+]:
+    PRESETS[f"mtia-taichi256-{_name}"] = merge(
+        PRESETS["mtia-taichi256"],
+        {"note": f"MTIA taichi256 {_note}", "model_params": {"kp_detector_params": _kp}},
+    )
+
+# A small MTIA for the 64×64 synthetic benchmark on a CPU: fomm-synthetic's generator and
+# schedule, a Stem backbone and a 2-layer, 96-d transformer over 2×2 patches (64 image tokens).
+PRESETS["mtia-synthetic"] = merge(
+    PRESETS["fomm-synthetic"],
+    {
+        "model": "mtia",
+        "note": "small MTIA for the 64×64 synthetic benchmark (CPU, minutes; 450 steps)",
+        "model_params": {
+            "generator_params": {"skips": True},
+        },
+        "train_params": {
+            "lr_bg_predictor": 1.0e-3,
+            "clip_grad_norm": {"kp_detector": 1.0},
+            "loss_weights": {"bg_fg_mask": 0, "fg_mask_concentration": 0},
+        },
+    },
+)
+PRESETS["mtia-synthetic"]["model_params"].pop("discriminator_params")  # no GAN: not built
+PRESETS["mtia-synthetic"]["model_params"]["kp_detector_params"] = merge(  # not FOMM's keys
+    _MTIA_MODEL["kp_detector_params"],
+    {
+        "image_size": [64, 64],
+        "backbone": "stem",
+        "patch_size": 2,
+        "dim": 96,
+        "depth": 2,
+        "heads": 4,
+    },
+)
+PRESETS["mtia-synthetic-body"] = merge(
+    PRESETS["mtia-synthetic"],
+    {
+        "note": "small MTIA for the 64×64 synthetic bodies (CPU, minutes; 750 steps)",
+        "train_params": {
+            key: PRESETS["fomm-synthetic-body"]["train_params"][key]
+            for key in ("num_epochs", "epoch_milestones")
+        },
+    },
+)

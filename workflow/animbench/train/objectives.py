@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from animbench.models.blocks import ImagePyramid
+from animbench.models.blocks import ImagePyramid, make_coordinate_grid
 from animbench.train.losses import (
     PerceptualPyramidLoss,
     discriminator_gan_loss,
@@ -18,6 +18,7 @@ from animbench.train.losses import (
     feature_matching_loss,
     generator_gan_loss,
 )
+from animbench.train.region_objective import RegionObjective
 
 
 def _detach_kp(kp: dict) -> dict:
@@ -89,4 +90,52 @@ class KeypointObjective(nn.Module):
         }
 
 
-OBJECTIVES = {"fomm": KeypointObjective}
+def bg_fg_mask_loss(mask: torch.Tensor) -> torch.Tensor:
+    """MTIA (TaiChi): L1(m_bg, 1) + (10/K)·L1(m_fg, 0) on the K+1 dense-motion masks
+    [B, K+1, H, W], background first."""
+    num_kp = mask.shape[1] - 1
+    return (mask[:, 0] - 1).abs().mean() + (10 / num_kp) * mask[:, 1:].abs().mean()
+
+
+def fg_mask_concentration_loss(mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """MTIA (TaiChi): mean_B Σ_k Σ_z m̃_k(z)‖z − μ_k‖², m̃_k the spatially normalised foreground
+    mask k and μ_k = Σ_z m̃_k(z) z (coordinates on [-1, 1]): the spatial variance of each mask."""
+    fg = mask[:, 1:]
+    fg = fg / (fg.sum(dim=(2, 3), keepdim=True) + eps)
+    grid = make_coordinate_grid(fg.shape[2:], fg.device, fg.dtype).view(1, 1, *fg.shape[2:], 2)
+    mean = (fg.unsqueeze(-1) * grid).sum(dim=(2, 3), keepdim=True)
+    variance = (fg * ((grid - mean) ** 2).sum(-1)).sum(dim=(2, 3))
+    return variance.sum(dim=1).mean()
+
+
+class MotionTransformerObjective(KeypointObjective):
+    """MTIA's objective: FOMM's, plus (TaiChi) the background predictor among the trained
+    networks and the background/foreground-mask and mask-concentration terms (weights
+    `bg_fg_mask`, `fg_mask_concentration`; 0 in the other presets)."""
+
+    def __init__(self, model: nn.Module, train_params: dict, pretrained_vgg: bool = True):
+        super().__init__(model, train_params, pretrained_vgg)
+        self.trained_networks = [n for n in model.networks if n != "discriminator"]
+        self._model_warnings = list(getattr(model, "warnings", []))
+
+    @property
+    def warnings(self) -> list[str]:
+        return super().warnings + self._model_warnings
+
+    def generator_losses(self, model, source, driving) -> tuple[dict[str, torch.Tensor], dict]:
+        losses, out = super().generator_losses(model, source, driving)
+        w = self.weights
+        if w.get("bg_fg_mask"):
+            losses["bg_fg_mask"] = w["bg_fg_mask"] * bg_fg_mask_loss(out["mask"])
+        if w.get("fg_mask_concentration"):
+            losses["fg_mask_concentration"] = w[
+                "fg_mask_concentration"
+            ] * fg_mask_concentration_loss(out["mask"])
+        return losses, out
+
+
+OBJECTIVES = {
+    "fomm": KeypointObjective,
+    "mraa": RegionObjective,
+    "mtia": MotionTransformerObjective,
+}

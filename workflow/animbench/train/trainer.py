@@ -113,11 +113,13 @@ def train(
         raise ValueError(f"{data}: fewer training items ({len(dataset)}) than one batch")
 
     # one Adam per network, as the authors do (their checkpoints hold one optimiser each)
-    lr = {"generator": train_params["lr_generator"], "kp_detector": train_params["lr_kp_detector"]}
-    lr["discriminator"] = train_params["lr_discriminator"]
-    trained = ["generator", "kp_detector"] + (["discriminator"] if objective.use_gan else [])
+    # (the objective may name the networks it trains; learning rates are `lr_<network>`)
+    generator_side = list(getattr(objective, "trained_networks", ("generator", "kp_detector")))
+    trained = generator_side + (["discriminator"] if objective.use_gan else [])
     optimizers = {
-        name: torch.optim.Adam(model.networks[name].parameters(), lr=lr[name], betas=(0.5, 0.999))
+        name: torch.optim.Adam(
+            model.networks[name].parameters(), lr=train_params[f"lr_{name}"], betas=(0.5, 0.999)
+        )
         for name in trained
     }
     schedulers = {
@@ -179,10 +181,10 @@ def train(
 
                 losses, generated = objective.generator_losses(model, source, driving)
                 loss = sum(losses.values())
-                for name in ("generator", "kp_detector"):
+                for name in generator_side:
                     optimizers[name].zero_grad(set_to_none=True)
                 loss.backward()
-                for name in ("generator", "kp_detector"):
+                for name in generator_side:
                     optimizers[name].step()
 
                 if objective.use_gan:

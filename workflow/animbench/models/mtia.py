@@ -1,0 +1,684 @@
+"""Motion Transformer for Unsupervised Image Animation (Tao et al., ECCV 2022).
+
+MTIA is FOMM's generator (with MRAA-style warped skips and, on TaiChi, a global background
+motion) driven by a transformer keypoint detector:
+
+* a CNN backbone (HRNet-W32 stages 1–3, single-scale output at 1/4 resolution) gives a feature
+  map whose 4×4 patches are projected to d-dimensional *image tokens*;
+* a fixed 2-D sine position encoding is added to the image tokens at the input and again
+  before every later layer;
+* 2K learnable *motion tokens* (K *kp tokens*, K *jacobian tokens*) are prepended and the
+  sequence runs through pre-LN transformer layers;
+* linear heads read keypoints (2σ − 1) from the kp tokens and 2×2 Jacobians (identity at
+  initialisation) from the jacobian tokens.
+
+Module attribute names are the authors' checkpoint keys (`pre_feature.*`, `transformer.*`,
+`generator.*`, `bg_predictor.*`), so at the paper's configurations the parameter layout and
+counts equal the reference manifests (kp_detector 12,283,462 at 256², 12,344,902 at 384²;
+generator 45,575,391 = FOMM's; bg_predictor 6,282,438).
+
+The HRNet is written here with the same module names as timm's / the official HRNet
+(`conv1 … stage3`), so the ImageNet `hrnet_w32` file loads key by key.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from animbench import weights
+from animbench.models.blocks import Encoder, warp
+from animbench.models.fomm import DenseMotionNetwork, MultiScaleDiscriminator
+from animbench.models.fomm import OcclusionAwareGenerator as _FOMMGenerator
+
+BN_MOMENTUM = 0.1
+
+# ImageNet HRNet-W32 (the file TokenPose/TransPose/MTIA load; mirrored in mmpose's pretrain
+# models). Its keys are the official HRNet names; only the backbone keys MTIA keeps are loaded.
+for _name, _sha in (("hrnet_w32", "36af842e"), ("hrnet_w48", "8ef0771d")):
+    weights.WEIGHTS.setdefault(
+        _name,
+        weights.WeightFile(
+            _name,
+            f"https://download.openmmlab.com/mmpose/pretrain_models/{_name}-{_sha}.pth",
+            _sha,
+        ),
+    )
+
+# (stage2 channels, stage3 channels) per backbone; "stem" is the stem net + layer1 (Table 5)
+BACKBONES = {"stem": None, "hrnet_w32": 32, "hrnet_w48": 48}
+
+
+# --- HRNet ------------------------------------------------------------------------------------
+
+
+def _conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, bias=False)
+
+
+def _bn(num_features: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(num_features, momentum=BN_MOMENTUM)
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample=None):
+        super().__init__()
+        self.conv1 = _conv3x3(inplanes, planes, stride)
+        self.bn1 = _bn(planes)
+        self.conv2 = _conv3x3(planes, planes)
+        self.bn2 = _bn(planes)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        residual = x if self.downsample is None else self.downsample(x)
+        return F.relu(out + residual)
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample=None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = _bn(planes)
+        self.conv2 = _conv3x3(planes, planes, stride)
+        self.bn2 = _bn(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = _bn(planes * 4)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        residual = x if self.downsample is None else self.downsample(x)
+        return F.relu(out + residual)
+
+
+def _blocks(block, inplanes: int, planes: int, num_blocks: int) -> nn.Sequential:
+    downsample = None
+    if inplanes != planes * block.expansion:
+        downsample = nn.Sequential(
+            nn.Conv2d(inplanes, planes * block.expansion, 1, bias=False),
+            _bn(planes * block.expansion),
+        )
+    layers = [block(inplanes, planes, downsample=downsample)]
+    layers += [block(planes * block.expansion, planes) for _ in range(num_blocks - 1)]
+    return nn.Sequential(*layers)
+
+
+class HighResolutionModule(nn.Module):
+    """Parallel branches of BasicBlocks, then every output branch sums all (resized) inputs.
+
+    With multi_scale_output=False only the highest-resolution output is fused (and built).
+    """
+
+    def __init__(self, channels: list[int], num_blocks: int = 4, multi_scale_output=True):
+        super().__init__()
+        n = len(channels)
+        self.branches = nn.ModuleList(_blocks(BasicBlock, c, c, num_blocks) for c in channels)
+        self.fuse_layers = nn.ModuleList()
+        for i in range(n if multi_scale_output else 1):
+            row = nn.ModuleList()
+            for j in range(n):
+                if j > i:  # lower resolution: 1×1 conv, nearest upsampling
+                    row.append(
+                        nn.Sequential(
+                            nn.Conv2d(channels[j], channels[i], 1, bias=False),
+                            _bn(channels[i]),
+                            nn.Upsample(scale_factor=2 ** (j - i), mode="nearest"),
+                        )
+                    )
+                elif j == i:
+                    row.append(nn.Identity())
+                else:  # higher resolution: (i − j) strided 3×3 convs
+                    steps = []
+                    for k in range(i - j):
+                        last = k == i - j - 1
+                        out_c = channels[i] if last else channels[j]
+                        step = [_conv3x3(channels[j], out_c, 2), _bn(out_c)]
+                        if not last:
+                            step.append(nn.ReLU())
+                        steps.append(nn.Sequential(*step))
+                    row.append(nn.Sequential(*steps))
+            self.fuse_layers.append(row)
+
+    def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        xs = [branch(x) for branch, x in zip(self.branches, xs)]
+        return [F.relu(sum(fuse(x) for fuse, x in zip(row, xs))) for row in self.fuse_layers]
+
+
+def _transition(in_channels: list[int], out_channels: list[int]) -> nn.ModuleList:
+    """New branches by a strided 3×3 conv from the lowest-resolution input; kept branches pass
+    through (None) when their width is unchanged."""
+    layers: list[nn.Module | None] = []
+    for i, out_c in enumerate(out_channels):
+        if i < len(in_channels):
+            layers.append(
+                None
+                if in_channels[i] == out_c
+                else nn.Sequential(_conv3x3(in_channels[i], out_c), _bn(out_c), nn.ReLU())
+            )
+        else:
+            layers.append(
+                nn.Sequential(
+                    nn.Sequential(_conv3x3(in_channels[-1], out_c, 2), _bn(out_c), nn.ReLU())
+                )
+            )
+    return nn.ModuleList(layers)
+
+
+class HRNetBackbone(nn.Module):
+    """HRNet stages 1–3 (TokenPose's HRNET_base): stem (two stride-2 3×3 convs) → layer1 (4
+    Bottlenecks, 256 ch) → stage2 (1 module, widths [w, 2w]) → stage3 (4 modules, [w, 2w, 4w]),
+    the last one fusing to the highest resolution only: output [B, w, H/4, W/4].
+
+    `width=None` is the *Stem* backbone of MTIA Table 5: stem + layer1, output [B, 256, H/4, W/4].
+    """
+
+    def __init__(self, width: int | None = 32, num_channels: int = 3):
+        super().__init__()
+        self.conv1 = _conv3x3(num_channels, 64, 2)
+        self.bn1 = _bn(64)
+        self.conv2 = _conv3x3(64, 64, 2)
+        self.bn2 = _bn(64)
+        self.layer1 = _blocks(Bottleneck, 64, 64, 4)
+        self.width = width
+        self.out_channels = 256 if width is None else width
+        if width is not None:
+            c2, c3 = [width, 2 * width], [width, 2 * width, 4 * width]
+            self.transition1 = _transition([256], c2)
+            self.stage2 = nn.Sequential(HighResolutionModule(c2))
+            self.transition2 = _transition(c2, c3)
+            self.stage3 = nn.Sequential(
+                *(HighResolutionModule(c3, multi_scale_output=i < 3) for i in range(4))
+            )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The authors' HRNet init: conv N(0, 0.001), BN (1, 0)."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, std=0.001)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.bn2(self.conv2(x)))
+        x = self.layer1(x)
+        if self.width is None:
+            return x
+        xs = [t(x) if t is not None else x for t in self.transition1]
+        xs = self.stage2(xs)
+        xs = [t(xs[-1]) if t is not None else xs[i] for i, t in enumerate(self.transition2)]
+        return self.stage3(xs)[0]
+
+    def load_imagenet(self, name: str = "hrnet_w32") -> tuple[bool, str]:
+        """Load the ImageNet weights of the backbone keys present here (the authors load
+        conv1 … stage3 with strict=False). Returns (loaded, note)."""
+        path, reason = weights.fetch(name)
+        if path is None:
+            return False, f"HRNet ImageNet weights unavailable ({reason}); random init"
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+        state = {k.removeprefix("backbone."): v for k, v in state.items()}
+        own = self.state_dict()
+        matched = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+        missing = sorted(set(own) - set(matched))
+        if missing:
+            raise ValueError(f"{path}: {len(missing)} backbone keys missing, e.g. {missing[:3]}")
+        self.load_state_dict(matched)
+        return True, f"HRNet ImageNet weights from {path}"
+
+
+# --- transformer ------------------------------------------------------------------------------
+
+
+def sine_position_encoding(
+    h: int, w: int, dim: int, temperature: float = 10000.0, scale: float = 2 * math.pi
+) -> torch.Tensor:
+    """Fixed 2-D sine encoding (DETR; TokenPose 'sine-full'): [1, h·w, dim], y half then x half."""
+    half = dim // 2
+    eps = 1e-6
+    y = torch.arange(1, h + 1, dtype=torch.float32).view(h, 1).expand(h, w)
+    x = torch.arange(1, w + 1, dtype=torch.float32).view(1, w).expand(h, w)
+    y = y / (h + eps) * scale
+    x = x / (w + eps) * scale
+    dim_t = temperature ** (2 * (torch.arange(half, dtype=torch.float32) // 2) / half)
+
+    def encode(pos: torch.Tensor) -> torch.Tensor:
+        pos = pos[..., None] / dim_t
+        return torch.stack((pos[..., 0::2].sin(), pos[..., 1::2].cos()), dim=-1).flatten(-2)
+
+    return torch.cat((encode(y), encode(x)), dim=-1).view(1, h * w, dim)
+
+
+class PreNorm(nn.Module):
+    """x + fn(LayerNorm(x)); keys `fn.norm`, `fn.fn` as the reference (Residual(PreNorm(fn)))."""
+
+    def __init__(self, dim: int, fn: nn.Module):
+        super().__init__()
+        self.fn = nn.Module()
+        self.fn.norm = nn.LayerNorm(dim)
+        self.fn.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fn.fn(self.fn.norm(x))
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention, qkv without bias, scale (dim/heads)^-1/2."""
+
+    def __init__(self, dim: int, heads: int = 8, dropout: float = 0.0):
+        super().__init__()
+        self.heads = heads
+        self.to_qkv = nn.Linear(dim, dim * 3, bias=False)
+        self.to_out = nn.Sequential(nn.Linear(dim, dim), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.to_qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.to_out(out.transpose(1, 2).reshape(b, n, d))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, hidden_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(dim, hidden_dim),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_dim, dim),
+            nn.Dropout(dropout),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Transformer(nn.Module):
+    """Pre-LN layers; the position encoding is re-added to the image tokens before every layer
+    after the first (the motion tokens, first in the sequence, get none)."""
+
+    def __init__(self, dim: int, depth: int, heads: int, mlp_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            nn.ModuleList(
+                [
+                    PreNorm(dim, Attention(dim, heads, dropout)),
+                    PreNorm(dim, FeedForward(dim, mlp_dim, dropout)),
+                ]
+            )
+            for _ in range(depth)
+        )
+
+    def forward(
+        self, x: torch.Tensor, num_motion_tokens: int, pos: torch.Tensor | None
+    ) -> torch.Tensor:
+        for i, (attention, feed_forward) in enumerate(self.layers):
+            if i > 0 and pos is not None:
+                x = torch.cat([x[:, :num_motion_tokens], x[:, num_motion_tokens:] + pos], dim=1)
+            x = feed_forward(attention(x))
+        return x
+
+
+class MotionTransformer(nn.Module):
+    """Image tokens (patch features → Linear → d, + sine encoding) and 2K motion tokens (K kp
+    tokens, K jacobian tokens) through the transformer; heads regress keypoints and Jacobians."""
+
+    def __init__(
+        self,
+        feature_size: tuple[int, int],
+        in_channels: int,
+        num_kp: int = 10,
+        patch_size: int = 4,
+        dim: int = 192,
+        depth: int = 12,
+        heads: int = 8,
+        mlp_ratio: int = 3,
+        dropout: float = 0.0,
+        position_encoding: bool = True,
+        estimate_jacobian: bool = True,
+    ):
+        super().__init__()
+        h, w = feature_size
+        if h % patch_size or w % patch_size:
+            raise ValueError(f"feature map {feature_size} is not divisible by patch {patch_size}")
+        self.patch_size = patch_size
+        self.num_kp = num_kp
+        self.grid = (h // patch_size, w // patch_size)
+        self.estimate_jacobian = estimate_jacobian
+        num_motion_tokens = 2 * num_kp if estimate_jacobian else num_kp
+        # the motion tokens of the paper (reference key `keypoint_token`): kp then jacobian
+        self.keypoint_token = nn.Parameter(torch.zeros(1, num_motion_tokens, dim))
+        self.position_encoding = position_encoding
+        if position_encoding:  # fixed, stored as a frozen parameter as in the reference
+            self.pos_embedding = nn.Parameter(
+                sine_position_encoding(*self.grid, dim), requires_grad=False
+            )
+        self.patch_to_embedding = nn.Linear(in_channels * patch_size**2, dim)
+        self.dropout = nn.Dropout(dropout)
+        self.transformer = Transformer(dim, depth, heads, dim * mlp_ratio, dropout)
+        self.mlp_head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 2))
+        if estimate_jacobian:
+            self.mlp_head_jacobian = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 4))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.trunc_normal_(self.keypoint_token, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if self.estimate_jacobian:  # identity Jacobians at initialisation
+            head = self.mlp_head_jacobian[1]
+            with torch.no_grad():
+                head.weight.zero_()
+                head.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 1.0]))
+
+    def _position(self, grid: tuple[int, int], like: torch.Tensor) -> torch.Tensor | None:
+        if not self.position_encoding:
+            return None
+        if grid == self.grid:
+            return self.pos_embedding.to(like.dtype)
+        # another frame size than configured: the same fixed function on this grid
+        return sine_position_encoding(*grid, like.shape[-1]).to(like)
+
+    def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        b, c, h, w = features.shape
+        p = self.patch_size
+        grid = (h // p, w // p)
+        # patches flattened as (p1 p2 c), channels fastest, as the reference's rearrange
+        patches = features.view(b, c, grid[0], p, grid[1], p).permute(0, 2, 4, 3, 5, 1)
+        image_tokens = self.patch_to_embedding(patches.reshape(b, grid[0] * grid[1], p * p * c))
+        pos = self._position(grid, image_tokens)
+        if pos is not None:
+            image_tokens = image_tokens + pos
+        motion_tokens = self.keypoint_token.expand(b, -1, -1)
+        x = self.dropout(torch.cat([motion_tokens, image_tokens], dim=1))
+        x = self.transformer(x, motion_tokens.shape[1], pos)
+        kp_tokens = x[:, : self.num_kp]
+        out = {"value": 2 * torch.sigmoid(self.mlp_head(kp_tokens)) - 1}
+        if self.estimate_jacobian:
+            jacobian_tokens = x[:, self.num_kp : 2 * self.num_kp]
+            out["jacobian"] = self.mlp_head_jacobian(jacobian_tokens).view(b, self.num_kp, 2, 2)
+        return out
+
+
+class TransformerKPDetector(nn.Module):
+    """MTIA's motion estimator (reference TokenPose_B): CNN backbone `pre_feature` + motion
+    transformer `transformer`. Keypoints in [-1, 1] (x, y), Jacobians [B, K, 2, 2]."""
+
+    def __init__(
+        self,
+        num_kp: int = 10,
+        num_channels: int = 3,
+        estimate_jacobian: bool = True,
+        image_size: tuple[int, int] | list[int] = (256, 256),
+        backbone: str = "hrnet_w32",
+        pretrained: bool = False,
+        patch_size: int = 4,
+        dim: int = 192,
+        depth: int = 12,
+        heads: int = 8,
+        mlp_ratio: int = 3,
+        dropout: float = 0.0,
+        position_encoding: bool = True,
+    ):
+        super().__init__()
+        if backbone not in BACKBONES:
+            raise ValueError(f"backbone {backbone!r} is not one of {sorted(BACKBONES)}")
+        self.pre_feature = HRNetBackbone(BACKBONES[backbone], num_channels)
+        self.transformer = MotionTransformer(
+            (image_size[0] // 4, image_size[1] // 4),
+            self.pre_feature.out_channels,
+            num_kp=num_kp,
+            patch_size=patch_size,
+            dim=dim,
+            depth=depth,
+            heads=heads,
+            mlp_ratio=mlp_ratio,
+            dropout=dropout,
+            position_encoding=position_encoding,
+            estimate_jacobian=estimate_jacobian,
+        )
+        self.weights_notes: list[str] = []
+        if pretrained:
+            # the Stem net is the first layers of HRNet-W32: it loads from the same file
+            name = "hrnet_w32" if backbone == "stem" else backbone
+            loaded, note = self.pre_feature.load_imagenet(name)
+            if not loaded:
+                warnings.warn(note, stacklevel=2)
+                self.weights_notes.append(note)
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.transformer(self.pre_feature(image))
+
+
+# --- generator side ---------------------------------------------------------------------------
+
+
+class BackgroundMotionPredictor(nn.Module):
+    """One global transform [B, 3, 3] (driving → source) regressed from concat(source, driving)
+    at full resolution (MRAA's; TaiChi only). 'affine' (6 numbers) or 'shift' (2), initialised
+    to the identity."""
+
+    def __init__(
+        self,
+        block_expansion: int = 32,
+        num_channels: int = 3,
+        max_features: int = 1024,
+        num_blocks: int = 5,
+        bg_type: str = "affine",
+    ):
+        super().__init__()
+        init = {"shift": [0.0, 0.0], "affine": [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]}
+        if bg_type not in init:
+            raise ValueError(f"bg_type {bg_type!r} is not one of {sorted(init)}")
+        self.bg_type = bg_type
+        self.encoder = Encoder(block_expansion, 2 * num_channels, num_blocks, max_features)
+        self.fc = nn.Linear(min(max_features, block_expansion * 2**num_blocks), len(init[bg_type]))
+        with torch.no_grad():
+            self.fc.weight.zero_()
+            self.fc.bias.copy_(torch.tensor(init[bg_type]))
+
+    def forward(self, source: torch.Tensor, driving: torch.Tensor) -> torch.Tensor:
+        b = source.shape[0]
+        features = self.encoder(torch.cat([source, driving], dim=1))[-1].mean(dim=(2, 3))
+        params = self.fc(features)
+        eye = torch.eye(3, device=source.device, dtype=source.dtype).expand(b, 3, 3)
+        if self.bg_type == "shift":
+            top = torch.cat([eye[:, :2, :2], params.unsqueeze(-1)], dim=2)
+        else:
+            top = params.view(b, 2, 3)
+        return torch.cat([top, eye[:, 2:]], dim=1)
+
+
+class BackgroundDenseMotion(DenseMotionNetwork):
+    """FOMM's dense motion whose background motion is a global affine (identity without one);
+    the 3×3 matrix rides in the driving motion dict under `bg_params`."""
+
+    def sparse_motions(
+        self, size: tuple[int, int], kp_driving: dict, kp_source: dict
+    ) -> torch.Tensor:
+        motions = super().sparse_motions(size, kp_driving, kp_source)
+        bg_params = kp_driving.get("bg_params")
+        if bg_params is None:
+            return motions
+        b = motions.shape[0]
+        grid = motions[:, 0].reshape(b, -1, 2)
+        grid = torch.cat([grid, torch.ones_like(grid[..., :1])], dim=-1) @ bg_params.transpose(1, 2)
+        background = (grid[..., :2] / grid[..., 2:]).view(b, 1, *size, 2)
+        return torch.cat([background, motions[:, 1:]], dim=1)
+
+
+class Generator(_FOMMGenerator):
+    """FOMM's occlusion-aware generator (same layout and keys) with the background motion and
+    optional warped skips: each decoder input becomes warp(skip)·occ + decoder·(1 − occ), and
+    the output warp(source)·occ + output·(1 − occ)."""
+
+    def __init__(self, skips: bool = True, **kwargs):
+        dense_motion_params = kwargs.pop("dense_motion_params", None)
+        super().__init__(dense_motion_params=None, **kwargs)
+        if dense_motion_params is not None:
+            self.dense_motion_network = BackgroundDenseMotion(
+                num_kp=kwargs.get("num_kp", 10),
+                num_channels=kwargs.get("num_channels", 3),
+                estimate_occlusion_map=kwargs.get("estimate_occlusion_map", True),
+                **dense_motion_params,
+            )
+        self.skips = skips
+
+    @staticmethod
+    def _blend(skip: torch.Tensor, previous: torch.Tensor | None, motion: dict) -> torch.Tensor:
+        skip = warp(skip, motion["deformation"])
+        occlusion = motion.get("occlusion_map")
+        if occlusion is None:
+            return skip
+        if occlusion.shape[2:] != skip.shape[2:]:
+            occlusion = F.interpolate(occlusion, size=skip.shape[2:], mode="bilinear")
+        if previous is None:
+            return skip * occlusion
+        return skip * occlusion + previous * (1 - occlusion)
+
+    def forward(
+        self,
+        source_image: torch.Tensor,
+        kp_driving: dict,
+        kp_source: dict,
+        bg_params: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        if not self.skips and bg_params is None:
+            return super().forward(source_image, kp_driving, kp_source)
+        out = self.first(source_image)
+        skips = [out]
+        for block in self.down_blocks:
+            out = block(out)
+            skips.append(out)
+        result: dict[str, torch.Tensor] = {}
+        motion = None
+        if self.dense_motion_network is not None:
+            kp_driving = {**kp_driving, "bg_params": bg_params}
+            motion = self.dense_motion_network(source_image, kp_driving, kp_source)
+            result.update(motion)
+            result["deformed"] = warp(source_image, motion["deformation"])
+            out = self._blend(out, None, motion)
+        out = self.bottleneck(out)
+        use_skips = self.skips and motion is not None
+        for i, block in enumerate(self.up_blocks):
+            if use_skips:
+                out = self._blend(skips[-(i + 1)], out, motion)
+            out = block(out)
+        if use_skips:
+            out = self._blend(skips[0], out, motion)
+        out = torch.sigmoid(self.final(out))
+        if use_skips:
+            out = self._blend(source_image, out, motion)
+        result["prediction"] = out
+        return result
+
+
+class MTIA(nn.Module):
+    """The animator: transformer keypoint detector + FOMM generator (+ background predictor,
+    + discriminator if configured; the authors save one but train it with weight 0).
+
+    Attribute names are the authors' checkpoint keys. With a background predictor, `detect`
+    keeps the frame in the motion dict so that `animate(source, kp_s, kp_d)` can predict the
+    background motion from (source, driving), FOMM's call signature unchanged.
+    """
+
+    method = "mtia"
+
+    def __init__(
+        self,
+        common_params: dict,
+        kp_detector_params: dict,
+        generator_params: dict,
+        bg_predictor_params: dict | None = None,
+        discriminator_params: dict | None = None,
+    ):
+        super().__init__()
+        common = dict(common_params)
+        num_kp = common.pop("num_kp", 10)
+        num_channels = common.pop("num_channels", 3)
+        estimate_jacobian = common.pop("estimate_jacobian", True)
+        if common:
+            raise ValueError(f"unknown MTIA common_params: {sorted(common)}")
+        self.kp_detector = TransformerKPDetector(
+            num_kp=num_kp,
+            num_channels=num_channels,
+            estimate_jacobian=estimate_jacobian,
+            **kp_detector_params,
+        )
+        self.generator = Generator(num_kp=num_kp, num_channels=num_channels, **generator_params)
+        self.bg_predictor = (
+            BackgroundMotionPredictor(num_channels=num_channels, **bg_predictor_params)
+            if bg_predictor_params is not None
+            else None
+        )
+        self.discriminator = (
+            MultiScaleDiscriminator(
+                num_kp=num_kp, num_channels=num_channels, **discriminator_params
+            )
+            if discriminator_params is not None
+            else None
+        )
+
+    @property
+    def networks(self) -> dict[str, nn.Module]:
+        nets = {"generator": self.generator, "kp_detector": self.kp_detector}
+        if self.bg_predictor is not None:
+            nets["bg_predictor"] = self.bg_predictor
+        if self.discriminator is not None:
+            nets["discriminator"] = self.discriminator
+        return nets
+
+    @property
+    def warnings(self) -> list[str]:
+        """Notes on weights that could not be loaded (recorded by the trainer)."""
+        return list(self.kp_detector.weights_notes)
+
+    def detect(self, frame: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Motion representation of a frame: keypoints and Jacobians (and the frame when the
+        background motion needs it)."""
+        out = self.kp_detector(frame)
+        if self.bg_predictor is not None:
+            out["frame"] = frame
+        return out
+
+    def animate(
+        self, source: torch.Tensor, kp_source: dict, kp_driving: dict
+    ) -> dict[str, torch.Tensor]:
+        driving = kp_driving.get("frame")
+        bg_params = None
+        if self.bg_predictor is not None and driving is not None:
+            bg_params = self.bg_predictor(source, driving)
+        out = self.generator(
+            source, kp_driving=kp_driving, kp_source=kp_source, bg_params=bg_params
+        )
+        if bg_params is not None:
+            out["bg_params"] = bg_params
+        return out
+
+    def forward(self, source: torch.Tensor, driving: torch.Tensor) -> dict[str, torch.Tensor]:
+        kp_source = self.detect(source)
+        kp_driving = self.detect(driving)
+        out = self.animate(source, kp_source, kp_driving)
+        out["kp_source"] = kp_source
+        out["kp_driving"] = kp_driving
+        return out

@@ -1,0 +1,150 @@
+"""MRAA's training objectives (Siarohin et al., CVPR 2021).
+
+Stage 1 (`RegionObjective`, the trainer's objective for "mraa"): multi-scale perceptual
+reconstruction + equivariance of the region shifts and affine parts under a random TPS; no
+GAN, no background loss (the background predictor learns through the reconstruction alone).
+Stage 2 (`AVDObjective`): the AVD network, with the region predictor frozen, rebuilds driving
+regions from the source regions (identity) and randomly rescaled driving regions (pose).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from animbench.train.losses import PerceptualPyramidLoss, RandomTPS
+
+GENERATOR_SIDE = ("generator", "region_predictor", "bg_predictor")
+
+
+def region_equivariance_losses(
+    region_predictor: nn.Module,
+    driving: torch.Tensor,
+    regions_driving: dict,
+    transform_params: dict,
+    use_affine: bool = True,
+    revert_axis_swap: bool = True,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """Regions of a randomly warped frame, mapped back, must equal the frame's regions:
+    shift mean|μ_d − T(μ_t)| and affine mean|I − A_d⁻¹·∇T·A_t| (times sign(·)₀₀ with
+    `revert_axis_swap`, the SVD axis-swap fix)."""
+    transform = RandomTPS(
+        driving.shape[0], **transform_params, device=driving.device, generator=generator
+    )
+    transformed = region_predictor(transform.transform_frame(driving))
+    shift_back = transform.warp_coordinates(transformed["shift"])
+    out = {"equivariance_shift": (regions_driving["shift"] - shift_back).abs().mean()}
+    if use_affine and "affine" in regions_driving:
+        affine_back = transform.jacobian(transformed["shift"]) @ transformed["affine"]
+        value = torch.inverse(regions_driving["affine"]) @ affine_back
+        if revert_axis_swap:
+            value = value * torch.sign(value[..., 0:1, 0:1])
+        eye = torch.eye(2, device=value.device, dtype=value.dtype).view(1, 1, 2, 2)
+        out["equivariance_affine"] = (eye - value).abs().mean()
+    return out
+
+
+class RegionObjective(nn.Module):
+    """MRAA stage 1: perceptual pyramid + region equivariance (+ the offline presets' pixel L1).
+
+    `trained_networks` lists the networks the trainer optimises (the background predictor is
+    left out when it has no parameters, bg_type 'zero').
+    """
+
+    use_gan = False
+
+    def __init__(self, model: nn.Module, train_params: dict, pretrained_vgg: bool = True):
+        super().__init__()
+        self.weights = train_params["loss_weights"]
+        self.transform_params = train_params["transform_params"]
+        self.perceptual = PerceptualPyramidLoss(
+            train_params["scales"], self.weights["perceptual"], pretrained=pretrained_vgg
+        )
+        self.trained_networks = [
+            name for name in GENERATOR_SIDE if any(True for _ in model.networks[name].parameters())
+        ]
+
+    @property
+    def warnings(self) -> list[str]:
+        return [] if self.perceptual.vgg.pretrained else [self.perceptual.vgg.weights_note]
+
+    def generator_losses(self, model, source, driving) -> tuple[dict[str, torch.Tensor], dict]:
+        out = model(source, driving)
+        losses = {"perceptual": self.perceptual(out["prediction"], driving)}
+        w = self.weights
+        if w.get("l1"):  # not in the paper (weight 0 in its presets); see presets.py
+            losses["l1"] = w["l1"] * (out["prediction"] - driving).abs().mean()
+        if w.get("equivariance_shift") or w.get("equivariance_affine"):
+            equivariance = region_equivariance_losses(
+                model.region_predictor,
+                driving,
+                out["regions_driving"],
+                self.transform_params,
+                use_affine=bool(w.get("equivariance_affine")),
+                revert_axis_swap=model.generator.revert_axis_swap,
+            )
+            for name, value in equivariance.items():
+                if w.get(name):
+                    losses[name] = w[name] * value
+        return losses, out
+
+    def discriminator_losses(self, model, driving, out) -> dict[str, torch.Tensor]:
+        raise RuntimeError("MRAA trains no discriminator")
+
+
+def random_scale(
+    regions: dict, scale: float, generator: torch.Generator | None = None
+) -> dict[str, torch.Tensor]:
+    """Regions under a random per-sample axis scaling diag(a, b), a, b ~ U[1 − s, 1 + s]: a pose
+    of an object of another shape (the AVD input augmentation)."""
+    shift = regions["shift"]
+    factors = torch.rand(shift.shape[0], 2, generator=generator) * (2 * scale) + (1 - scale)
+    theta = torch.diag_embed(factors.to(shift)).unsqueeze(1)
+    return {
+        "shift": (theta @ shift.unsqueeze(-1)).squeeze(-1),
+        "affine": theta @ regions["affine"],
+    }
+
+
+class AVDObjective(nn.Module):
+    """MRAA stage 2: L1 between the AVD reconstruction and the driving regions,
+    λ_shift·mean|μ − μ̂| + λ_affine·mean|A − Â|. The region predictor is frozen (no gradient,
+    eval mode for its BatchNorm statistics)."""
+
+    use_gan = False
+    trained_networks = ("avd_network",)
+
+    def __init__(self, model: nn.Module, train_avd_params: dict):
+        super().__init__()
+        if model.avd_network is None:
+            raise ValueError("the model has no AVD network (avd_network_params)")
+        self.random_scale = train_avd_params["random_scale"]
+        self.lambda_shift = train_avd_params["lambda_shift"]
+        self.lambda_affine = train_avd_params["lambda_affine"]
+
+    @property
+    def warnings(self) -> list[str]:
+        return []
+
+    def losses(
+        self, model, source, driving, generator: torch.Generator | None = None
+    ) -> tuple[dict[str, torch.Tensor], dict]:
+        predictor = model.region_predictor
+        was_training = predictor.training
+        predictor.eval()
+        try:
+            with torch.no_grad():
+                regions_id = predictor(source)
+                regions_pose_gt = predictor(driving)
+                regions_pose = random_scale(regions_pose_gt, self.random_scale, generator)
+        finally:
+            predictor.train(was_training)
+        rec = model.avd_network(regions_id, regions_pose)
+        losses = {
+            "reconstruction_shift": self.lambda_shift
+            * (regions_pose_gt["shift"] - rec["shift"]).abs().mean(),
+            "reconstruction_affine": self.lambda_affine
+            * (regions_pose_gt["affine"] - rec["affine"]).abs().mean(),
+        }
+        return losses, rec
