@@ -89,6 +89,32 @@ def input_args(wildcards, input):
 # ----------------------------------------------------------------------------- train
 
 
+def released_checkpoint(dataset, method):
+    """The authors' checkpoint configured for (dataset, method), or None (train instead)."""
+    return config["methods"].get(method, {}).get("checkpoints", {}).get(dataset)
+
+
+def model_checkpoint(dataset, method):
+    """What reconstruction evaluates: an imported release, or our own trained model."""
+    name = "imported.pt" if released_checkpoint(dataset, method) else "model.pt"
+    return res(f"runs/{dataset}/{method}/{name}")
+
+
+def release_input(wildcards):
+    """A local release file is a job input (Snakemake reports it if missing); URLs are
+    fetched by the job itself through the cache."""
+    entry = released_checkpoint(wildcards.dataset, wildcards.method)
+    return [entry["path"]] if entry and "path" in entry else []
+
+
+def release_args(wildcards):
+    entry = released_checkpoint(wildcards.dataset, wildcards.method)
+    args = [entry.get("path") or entry["url"]]
+    if entry.get("sha256"):
+        args += ["--sha256", entry["sha256"]]
+    return " ".join(shlex.quote(a) for a in args + ["--cache", config["cache"]])
+
+
 def train_preset(wildcards):
     return config["methods"][wildcards.method]["presets"][wildcards.dataset]
 
@@ -103,9 +129,7 @@ def train_overrides(wildcards):
 def reconstruct_inputs(wildcards):
     inputs = {"data": dataset_clips(wildcards)}
     if wildcards.method not in BASELINES:
-        inputs["checkpoint"] = res(
-            f"runs/{wildcards.dataset}/{wildcards.method}/model.pt"
-        )
+        inputs["checkpoint"] = model_checkpoint(wildcards.dataset, wildcards.method)
     return inputs
 
 

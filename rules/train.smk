@@ -31,3 +31,26 @@ rule train:
         "animbench train --threads {threads} --data {params.data:q} --method {wildcards.method}"
         " --preset {params.preset} --overrides {params.overrides:q} --out {params.run_dir:q}"
         " --device {params.device} --seed {params.seed} > {log:q} 2>&1"
+
+
+# Released checkpoints (config: methods.<method>.checkpoints.<dataset>) are imported strictly
+# into the preset's model and evaluated instead of a model trained here.
+rule import_checkpoint:
+    input:
+        release_input,
+    output:
+        model=res("runs/{dataset}/{method}/imported.pt"),
+    log:
+        res("logs/import/{dataset}/{method}.log"),
+    wildcard_constraints:
+        method=alternatives(TRAINED_METHODS),
+    conda:
+        "../envs/torch.yaml"
+    resources:
+        downloads=1,
+    params:
+        preset=train_preset,
+        release=release_args,
+    shell:
+        "animbench checkpoint import --preset {params.preset} {params.release}"
+        " -o {output.model:q} > {log:q} 2>&1"

@@ -119,18 +119,50 @@ def test_real_datasets_plan_offline_with_their_protocol():
     assert "youtube.com/watch?v={id}" in downloads["vox"]
 
 
+def test_released_checkpoints_replace_training(tmp_path):
+    release = tmp_path / "vox-cpk.pth.tar"
+    release.write_bytes(b"not read by a dry run")
+    extra = tmp_path / "release.yaml"
+    extra.write_text(
+        "methods:\n  fomm:\n    checkpoints:\n"
+        f"      vox: {{path: {release}}}\n"
+        "      taichi: {url: 'https://example.org/taichi-cpk.pth.tar', sha256: null}\n"
+    )
+    jobs = planned_jobs("results/table2.parquet", "--configfile", str(extra))
+    assert of_rule(jobs, "import_checkpoint", "dataset", "method") == {
+        ("vox", "fomm"),
+        ("taichi", "fomm"),
+    }
+    trained = of_rule(jobs, "train", "dataset", "method")
+    assert ("vox", "fomm") not in trained and ("taichi", "fomm") not in trained
+    assert ("ted", "fomm") in trained and ("vox", "mraa") in trained
+
+    proc = snakemake("results/table2.parquet", "--configfile", str(extra), "-n", "--forceall", "-p")
+    imports = [
+        line
+        for line in proc.stdout.splitlines()
+        if line.startswith("Shell command: animbench checkpoint")
+    ]
+    vox = next(line for line in imports if "fomm-vox256" in line)
+    assert str(release) in vox and "-o results/runs/vox/fomm/imported.pt" in vox
+    taichi = next(line for line in imports if "fomm-taichi256" in line)
+    assert "https://example.org/taichi-cpk.pth.tar" in taichi and "--sha256" not in taichi
+    assert "--checkpoint results/runs/vox/fomm/imported.pt" in proc.stdout
+
+
 def test_ci_profile_plans_the_synthetic_benchmark():
     jobs = planned_jobs("results/table2.parquet", "--profile", "profiles/ci")
     counts = Counter(rule for rule, _ in jobs)
     assert of_rule(jobs, "synthetic", "dataset") == {(d,) for d in SYNTHETIC}
-    assert of_rule(jobs, "train", "dataset", "method") == {(d, "fomm") for d in SYNTHETIC}
-    evaluated = {(d, m) for d in SYNTHETIC for m in ["fomm", "source-copy"]}
+    assert of_rule(jobs, "train", "dataset", "method") == {
+        (d, m) for d in SYNTHETIC for m in METHODS
+    }
+    evaluated = {(d, m) for d in SYNTHETIC for m in [*METHODS, "source-copy"]}
     assert of_rule(jobs, "reconstruct", "dataset", "method") == evaluated
     assert of_rule(jobs, "metrics", "dataset", "method") == evaluated
     assert counts["table2"] == 1
     for rule in ("metadata", "download", "crop"):
         assert counts[rule] == 0, rule
-    assert not [w for r, w in jobs if r == "train" and w["method"] in ("mraa", "mtia")]
 
 
 def test_ci_profile_runs_on_cpu():
@@ -138,8 +170,10 @@ def test_ci_profile_runs_on_cpu():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     shells = [line.removeprefix("Shell command: ") for line in proc.stdout.splitlines()]
     trains = [line for line in shells if line.startswith("animbench train")]
-    assert len(trains) == 2
-    assert all("--device cpu" in line and "--preset fomm-synthetic" in line for line in trains)
+    assert len(trains) == 6
+    assert all("--device cpu" in line and "-synthetic" in line for line in trains)
+    for method in METHODS:
+        assert sum(f"--preset {method}-synthetic" in line for line in trains) == 2
     assert "gpu=1" not in proc.stdout
 
 

@@ -101,7 +101,19 @@ def _cmd_table(args: argparse.Namespace) -> None:
 def _cmd_checkpoint_import(args: argparse.Namespace) -> None:
     from animbench.models.import_checkpoint import import_checkpoint
 
-    path = import_checkpoint(args.preset, args.authors_file, args.out)
+    source = args.authors_file
+    if source.startswith(("http://", "https://")):
+        from animbench.data.sources import fetch
+
+        source = fetch(source, args.sha256, args.cache)  # cached, checked against --sha256
+    elif args.sha256:
+        from animbench.downloads import sha256_file
+        from animbench.errors import DataError
+
+        actual = sha256_file(source)
+        if actual != args.sha256.lower():
+            raise DataError(f"{source}: sha256 {actual} does not match {args.sha256}")
+    path = import_checkpoint(args.preset, source, args.out)
     print(f"wrote {path}")
 
 
@@ -199,7 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
         "import", help="convert an authors' released checkpoint into an animbench checkpoint"
     )
     p.add_argument("--preset", required=True, help="the preset the checkpoint was trained with")
-    p.add_argument("authors_file", help="the authors' checkpoint (e.g. vox-cpk.pth.tar)")
+    p.add_argument(
+        "authors_file", help="the authors' checkpoint file or URL (e.g. vox-cpk.pth.tar)"
+    )
+    p.add_argument("--sha256", default=None, help="expected sha256 of the authors' file")
+    p.add_argument("--cache", default="resources/cache", help="download cache for URLs")
     p.add_argument("-o", "--out", required=True, help="animbench checkpoint to write")
     p.set_defaults(func=_cmd_checkpoint_import)
 
