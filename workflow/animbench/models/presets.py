@@ -180,6 +180,53 @@ PRESETS["fomm-synthetic-body"] = merge(
     },
 )
 
+
+def _fomm_switches(jacobian: bool, occlusion: bool, scales: list, equivariance_jacobian: float):
+    """Overrides for FOMM's ablation switches: Jacobians (J_k = I otherwise, Eq. 4), occlusion
+    map (O = 1 otherwise, Eq. 8), perceptual-loss scales, the Jacobian-equivariance weight."""
+    return {
+        "model_params": {
+            "common_params": {"estimate_jacobian": jacobian},
+            "generator_params": {"estimate_occlusion_map": occlusion},
+        },
+        "train_params": {
+            "scales": scales,
+            "loss_weights": {"equivariance_jacobian": equivariance_jacobian},
+        },
+    }
+
+
+# FOMM's ablation, Table 1 (Tai-Chi-HD only), Sec. 4 "Ablation Study": each row adds one switch.
+_PYRAMID = [1, 0.5, 0.25, 0.125]
+for _name, _row, _switches in [
+    ("baseline", "Baseline: no occlusion, no Jacobians, L_rec at full scale", (0, 0, [1], 0)),
+    ("pyr", "Pyr.: Baseline + the pyramid loss", (0, 0, _PYRAMID, 0)),
+    ("pyr-occ", "Pyr.+O: Pyr. + the occlusion-aware generator", (0, 1, _PYRAMID, 0)),
+    ("jac-no-eq", "Jac. w/o Eq. (12): Jacobians, no Jacobian equivariance", (1, 1, _PYRAMID, 0)),
+    ("full", "Full: Jacobians and their equivariance (= fomm-taichi256)", (1, 1, _PYRAMID, 10)),
+]:
+    _jac, _occ, _scales, _eq = _switches
+    PRESETS[f"fomm-taichi256-{_name}"] = merge(
+        PRESETS["fomm-taichi256"],
+        {
+            "note": f"FOMM Table 1 (Tai-Chi-HD ablation) row {_row}",
+            **_fomm_switches(bool(_jac), bool(_occ), _scales, _eq),
+        },
+    )
+
+# Monkey-Net (Table 3's comparison, 4 datasets) as FOMM's zeroth-order motion model (J_k = I:
+# "we get the motion model of Monkey-Net", Sec. 3.1); FOMM's occlusion-aware generator,
+# pyramid loss and keypoint equivariance are kept, so on taichi256 it equals Pyr.+O.
+for _dataset in ["taichi256", "vox256", "nemo256", "bair256"]:
+    PRESETS[f"fomm-{_dataset}-monkeynet"] = merge(
+        PRESETS[f"fomm-{_dataset}"],
+        {
+            "note": f"FOMM Table 3 row Monkey-Net on {_dataset}, approximated by FOMM's "
+            "zeroth-order case (no Jacobians); not the authors' Monkey-Net architecture",
+            **_fomm_switches(False, True, _PYRAMID, 0),
+        },
+    )
+
 # --- MRAA (Siarohin et al., CVPR'21): the authors' config/{vox256,taichi256,ted384,mgif256}.yaml
 
 _MRAA_MODEL = {
