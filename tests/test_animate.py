@@ -61,6 +61,25 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     }
 
 
+@pytest.fixture(scope="module")
+def mraa_checkpoint(tmp_path_factory) -> Path:
+    """A randomly initialised mraa-synthetic checkpoint (with its AVD network)."""
+    torch.manual_seed(0)
+    spec = get_preset("mraa-synthetic")
+    model = build(spec)
+    return ckpt.save(
+        {
+            "method": "mraa",
+            "preset": spec,
+            "networks": {n: net.state_dict() for n, net in model.networks.items()},
+            "epoch": 0,
+            "step": 0,
+            "warnings": ["randomly initialised (test)"],
+        },
+        tmp_path_factory.mktemp("animate-mraa") / "model.pt",
+    )
+
+
 def _audio_streams(path: Path) -> int:
     result = subprocess.run(
         [ffmpeg.executable(), "-hide_banner", "-i", str(path)], capture_output=True, check=False
@@ -95,6 +114,16 @@ def test_avd_mode_needs_an_avd_network(inputs, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "avd_network" in err and "fomm" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_avd_mode_animates_an_mraa_checkpoint(inputs, mraa_checkpoint, tmp_path):
+    out = tmp_path / "out.mp4"
+    argv = ["animate", str(inputs["source"]), str(inputs["silent"]), "-o", str(out)]
+    argv += ["--checkpoint", str(mraa_checkpoint), "--mode", "avd", "--device", "cpu"]
+    assert cli.main(argv + ["--batch-frames", "4"]) == 0  # batches of 4 and 3 frames
+    info = ffmpeg.probe(out)
+    assert info.frames == FRAMES and info.fps == pytest.approx(FPS)
+    assert (info.width, info.height) == (64, 64)
 
 
 def test_relative_motion_and_adapt_scale():

@@ -279,6 +279,7 @@ def test_trainer_runs_mraa_and_reconstruction_loads_it(tiny_dataset, tmp_path):
             "num_repeats": 1,
             "scales": [1, 0.5],
         },
+        "train_avd_params": {"max_steps": 2, "batch_size": 2, "num_repeats": 1},
         "dataset_params": {"frame_shape": [32, 32, 3]},
     }
     with offline_weights(tmp_path / "cache"), warnings.catch_warnings():
@@ -288,7 +289,9 @@ def test_trainer_runs_mraa_and_reconstruction_loads_it(tiny_dataset, tmp_path):
         )
     log = (tmp_path / "run" / "log.csv").read_text().splitlines()
     assert "equivariance_affine" in log[0] and len(log) == 3
+    assert len((tmp_path / "run" / "log-avd.csv").read_text().splitlines()) == 3
     model, payload = load_animator(final, torch.device("cpu"))
     assert set(payload["networks"]) == set(model.networks)
+    assert payload["avd_step"] == 2
     frames = torch.rand(3, 3, 32, 32)
     assert drive_clip(model, frames, batch_frames=2).shape == frames.shape

@@ -26,13 +26,21 @@ MTIA_PRESETS = {
     "ted384": "mtia-ted384",
     "mgif256": "mtia-mgif256",
 }
-NO_DOWNLOAD = {"model_params": {"kp_detector_params": {"pretrained": False}}}
+
+
+def _no_fetch(name, *args, **kwargs):
+    raise AssertionError(f"building a model fetched the {name} weights")
 
 
 @functools.lru_cache(maxsize=1)
 def _built(preset: str) -> torch.nn.Module:
+    """The preset's model as is (mtia-taichi256 asks for ImageNet HRNet: build never fetches)."""
+    from animbench import weights
+
     torch.manual_seed(0)
-    return registry.build(preset, NO_DOWNLOAD)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(weights, "fetch", _no_fetch)
+        return registry.build(preset)
 
 
 def _small(**kp) -> torch.nn.Module:
@@ -240,35 +248,99 @@ def test_imagenet_backbone_loads_from_the_weight_cache(tmp_path, monkeypatch):
     state["classifier.weight"] = torch.zeros(1000, 2048)
     path = tmp_path / "hrnet_w32-36af842e.pth"
     torch.save(state, path)
-    monkeypatch.setattr(weights, "fetch", lambda name: (path, "cached"))
+    monkeypatch.setattr(weights, "fetch", _no_fetch)
     stem = TransformerKPDetector(backbone="stem", image_size=(64, 64), depth=1, pretrained=True)
+    assert stem.pretrained == "hrnet_w32"  # the Stem net loads from the W32 file
+    monkeypatch.setattr(weights, "fetch", lambda name: (path, "cached"))
+    assert stem.load_pretrained() == []
     torch.testing.assert_close(stem.pre_feature.layer1[3].conv3.weight, full.layer1[3].conv3.weight)
     assert stem.weights_notes == []
+    assert (
+        TransformerKPDetector(backbone="stem", image_size=(64, 64), depth=1).load_pretrained() == []
+    )
 
     monkeypatch.setattr(weights, "fetch", lambda name: (None, "offline"))
+    spec = registry.get_preset(
+        "mtia-synthetic", {"model_params": {"kp_detector_params": {"pretrained": True}}}
+    )
+    model = registry.build(spec)
     with pytest.warns(UserWarning, match="HRNet ImageNet weights unavailable"):
-        spec = registry.get_preset(
-            "mtia-synthetic", {"model_params": {"kp_detector_params": {"pretrained": True}}}
-        )
-        model = registry.build(spec)
+        assert "HRNet" in model.load_pretrained()[0]
     objective = OBJECTIVES["mtia"](model, spec["train_params"], pretrained_vgg=False)
     assert any("HRNet" in w for w in objective.warnings)
 
 
-def test_trainer_checkpoint_and_reconstruction(tiny_dataset, tmp_path):
-    """The shared trainer picks MTIA's objective; its checkpoint rebuilds for reconstruction."""
+def test_hrnet_weight_files_are_plain_registry_entries():
+    from animbench import weights
+
+    for name, digest in (("hrnet_w32", "36af842e"), ("hrnet_w48", "8ef0771d")):
+        entry = weights.WEIGHTS[name]
+        assert entry.sha256_prefix == digest and entry.filename == f"{name}-{digest}.pth"
+        assert entry.url.startswith("https://download.openmmlab.com/mmpose/pretrain_models/")
+
+
+def test_background_predictor_is_mraa_s():
+    from animbench.models.mraa import BGMotionPredictor
+
+    model = registry.build(
+        "mtia-synthetic",
+        {"model_params": {"bg_predictor_params": {"block_expansion": 4, "max_features": 16}}},
+    )
+    assert type(model.bg_predictor) is BGMotionPredictor
+    assert model.bg_predictor.bg_type == "affine"  # MTIA's default
+
+
+def test_trainer_checkpoint_and_reconstruction(tiny_dataset, tmp_path, monkeypatch):
+    """The shared trainer picks MTIA's objective, fetches the ImageNet backbone once (at the
+    start of training, not when the checkpoint is rebuilt), clips the keypoint detector's
+    gradient norm to 1; its checkpoint rebuilds for reconstruction."""
     import warnings
 
+    import pandas as pd
     from conftest import TINY_OVERRIDES, offline_weights
 
+    from animbench import weights
     from animbench.evaluate.reconstruct import drive_clip, load_animator
-    from animbench.train.trainer import train
+    from animbench.train import trainer
 
-    overrides = {"train_params": {**TINY_OVERRIDES["train_params"], "max_steps": 2}}
+    fetched = []
+    monkeypatch.setattr(weights, "fetch", lambda name: fetched.append(name) or (None, "offline"))
+    hrnet = lambda: [n for n in fetched if n != "vgg19"]  # noqa: E731 (VGG19: the loss's)
+    clipped = []
+
+    def spy(networks, max_norms):
+        norms = clip_gradients(networks, max_norms)
+        after = torch.nn.utils.get_total_norm(
+            [p.grad for p in networks["kp_detector"].parameters() if p.grad is not None]
+        )
+        clipped.append((norms["kp_detector"], float(after)))
+        return norms
+
+    clip_gradients = trainer.clip_gradients
+    monkeypatch.setattr(trainer, "clip_gradients", spy)
+    overrides = {
+        "train_params": {
+            **TINY_OVERRIDES["train_params"],
+            "max_steps": 2,
+            "loss_weights": {"equivariance_value": 1e4},  # large keypoint gradients
+        },
+        "model_params": {"kp_detector_params": {"pretrained": True}},
+    }
     with offline_weights(tmp_path / "cache"), warnings.catch_warnings():
         warnings.filterwarnings("ignore", "VGG19 ImageNet weights unavailable")
-        final = train(tiny_dataset, "mtia", "mtia-synthetic", overrides, tmp_path / "run", "cpu")
+        warnings.filterwarnings("ignore", "HRNet ImageNet weights unavailable")
+        final = trainer.train(
+            tiny_dataset, "mtia", "mtia-synthetic", overrides, tmp_path / "run", "cpu"
+        )
+    assert hrnet() == ["hrnet_w32"]
+    assert len(clipped) == 2
+    for before, after in clipped:
+        assert before > 1 and after == pytest.approx(1.0, rel=1e-4)
+    log = pd.read_csv(tmp_path / "run" / "log.csv")
+    assert list(log["grad_norm_kp_detector"]) == pytest.approx([b for b, _ in clipped], rel=1e-5)
     model, payload = load_animator(final, torch.device("cpu"))
+    assert hrnet() == ["hrnet_w32"]  # the rebuild loads the checkpoint, fetches nothing
+    assert any("HRNet" in w for w in payload["warnings"])
     assert payload["method"] == "mtia" and payload["step"] == 2
     assert set(payload["networks"]) == {"generator", "kp_detector"}
     frames = torch.rand(3, 3, 32, 32)

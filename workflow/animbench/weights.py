@@ -25,10 +25,20 @@ class WeightFile:
         return self.url.rsplit("/", 1)[-1]
 
 
+_OPENMMLAB = "https://download.openmmlab.com/mmpose/pretrain_models"
+
 WEIGHTS = {
     "vgg19": WeightFile(
         "vgg19", "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth", "dcbb9e9d"
     ),
+    # ImageNet HRNet backbones (MTIA's TaiChi init; the files HRNet-pose, TransPose and TokenPose
+    # load, mirrored by mmpose under these names). Keys are the official HRNet names.
+    # The 8 hex digits are the file names' suffixes, which by the OpenMMLab / torchvision naming
+    # convention are the sha256 prefix. UNVERIFIED here (no offline copy to hash): the names and
+    # URLs are the ones mmpose's configs use, but the digests were not computed from the files.
+    # A mismatch stops with a DataError naming the file (see `fetch`).
+    "hrnet_w32": WeightFile("hrnet_w32", f"{_OPENMMLAB}/hrnet_w32-36af842e.pth", "36af842e"),
+    "hrnet_w48": WeightFile("hrnet_w48", f"{_OPENMMLAB}/hrnet_w48-8ef0771d.pth", "8ef0771d"),
 }
 
 

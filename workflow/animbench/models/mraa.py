@@ -445,6 +445,15 @@ class MRAA(nn.Module):
         """Motion representation of a frame: region shift, covariance, affine (and the frame)."""
         return {**self.region_predictor(frame), "frame": frame}
 
+    def avd(self, regions_source: dict, regions_driving: dict) -> dict[str, torch.Tensor]:
+        """Animation via disentanglement (`animate --mode avd`): the AVD network's regions with
+        the shape (identity) of the source regions and the pose of the driving ones, batched
+        alike ([B, K, ...]). As the reference's animate/demo, the result carries no driving
+        frame, so `animate` then uses the identity background motion."""
+        if self.avd_network is None:
+            raise ValueError("this MRAA has no AVD network (avd_network_params)")
+        return self.avd_network(regions_source, regions_driving)
+
     def animate(self, source, regions_source, regions_driving) -> dict[str, torch.Tensor]:
         """Generate from `source` moved from its regions to the driving ones. The background
         motion needs the driving frame (`detect` keeps it); without it, it is the identity."""

@@ -18,7 +18,9 @@ counts equal the reference manifests (kp_detector 12,283,462 at 256², 12,344,90
 generator 45,575,391 = FOMM's; bg_predictor 6,282,438).
 
 The HRNet is written here with the same module names as timm's / the official HRNet
-(`conv1 … stage3`), so the ImageNet `hrnet_w32` file loads key by key.
+(`conv1 … stage3`), so the ImageNet `hrnet_w32` file (weights.WEIGHTS) loads key by key. Building
+never downloads it: with `pretrained`, the trainer calls `load_pretrained()` when a run starts.
+The background predictor is MRAA's (models/mraa.py `BGMotionPredictor`, same keys).
 """
 
 from __future__ import annotations
@@ -31,23 +33,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from animbench import weights
-from animbench.models.blocks import Encoder, warp
+from animbench.models.blocks import warp
 from animbench.models.fomm import DenseMotionNetwork, MultiScaleDiscriminator
 from animbench.models.fomm import OcclusionAwareGenerator as _FOMMGenerator
+from animbench.models.mraa import BGMotionPredictor
 
 BN_MOMENTUM = 0.1
-
-# ImageNet HRNet-W32 (the file TokenPose/TransPose/MTIA load; mirrored in mmpose's pretrain
-# models). Its keys are the official HRNet names; only the backbone keys MTIA keeps are loaded.
-for _name, _sha in (("hrnet_w32", "36af842e"), ("hrnet_w48", "8ef0771d")):
-    weights.WEIGHTS.setdefault(
-        _name,
-        weights.WeightFile(
-            _name,
-            f"https://download.openmmlab.com/mmpose/pretrain_models/{_name}-{_sha}.pth",
-            _sha,
-        ),
-    )
 
 # (stage2 channels, stage3 channels) per backbone; "stem" is the stem net + layer1 (Table 5)
 BACKBONES = {"stem": None, "hrnet_w32": 32, "hrnet_w48": 48}
@@ -457,56 +448,28 @@ class TransformerKPDetector(nn.Module):
             position_encoding=position_encoding,
             estimate_jacobian=estimate_jacobian,
         )
+        # the Stem net is the first layers of HRNet-W32: it loads from the same file
+        self.pretrained = ("hrnet_w32" if backbone == "stem" else backbone) if pretrained else None
         self.weights_notes: list[str] = []
-        if pretrained:
-            # the Stem net is the first layers of HRNet-W32: it loads from the same file
-            name = "hrnet_w32" if backbone == "stem" else backbone
-            loaded, note = self.pre_feature.load_imagenet(name)
-            if not loaded:
-                warnings.warn(note, stacklevel=2)
-                self.weights_notes.append(note)
+
+    def load_pretrained(self) -> list[str]:
+        """Initialise the backbone from ImageNet when configured (`pretrained`); returns notes
+        on weights that could not be loaded. Construction never downloads: the trainer calls
+        this once, at the start of a training run (rebuilds for evaluation load checkpoints)."""
+        if self.pretrained is None:
+            return []
+        loaded, note = self.pre_feature.load_imagenet(self.pretrained)
+        if loaded:
+            return []
+        warnings.warn(note, stacklevel=2)
+        self.weights_notes.append(note)
+        return [note]
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.transformer(self.pre_feature(image))
 
 
 # --- generator side ---------------------------------------------------------------------------
-
-
-class BackgroundMotionPredictor(nn.Module):
-    """One global transform [B, 3, 3] (driving → source) regressed from concat(source, driving)
-    at full resolution (MRAA's; TaiChi only). 'affine' (6 numbers) or 'shift' (2), initialised
-    to the identity."""
-
-    def __init__(
-        self,
-        block_expansion: int = 32,
-        num_channels: int = 3,
-        max_features: int = 1024,
-        num_blocks: int = 5,
-        bg_type: str = "affine",
-    ):
-        super().__init__()
-        init = {"shift": [0.0, 0.0], "affine": [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]}
-        if bg_type not in init:
-            raise ValueError(f"bg_type {bg_type!r} is not one of {sorted(init)}")
-        self.bg_type = bg_type
-        self.encoder = Encoder(block_expansion, 2 * num_channels, num_blocks, max_features)
-        self.fc = nn.Linear(min(max_features, block_expansion * 2**num_blocks), len(init[bg_type]))
-        with torch.no_grad():
-            self.fc.weight.zero_()
-            self.fc.bias.copy_(torch.tensor(init[bg_type]))
-
-    def forward(self, source: torch.Tensor, driving: torch.Tensor) -> torch.Tensor:
-        b = source.shape[0]
-        features = self.encoder(torch.cat([source, driving], dim=1))[-1].mean(dim=(2, 3))
-        params = self.fc(features)
-        eye = torch.eye(3, device=source.device, dtype=source.dtype).expand(b, 3, 3)
-        if self.bg_type == "shift":
-            top = torch.cat([eye[:, :2, :2], params.unsqueeze(-1)], dim=2)
-        else:
-            top = params.view(b, 2, 3)
-        return torch.cat([top, eye[:, 2:]], dim=1)
 
 
 class BackgroundDenseMotion(DenseMotionNetwork):
@@ -626,8 +589,11 @@ class MTIA(nn.Module):
             **kp_detector_params,
         )
         self.generator = Generator(num_kp=num_kp, num_channels=num_channels, **generator_params)
+        # MRAA's background predictor (same layout and keys); MTIA's default type is affine
         self.bg_predictor = (
-            BackgroundMotionPredictor(num_channels=num_channels, **bg_predictor_params)
+            BGMotionPredictor(
+                num_channels=num_channels, **{"bg_type": "affine", **bg_predictor_params}
+            )
             if bg_predictor_params is not None
             else None
         )
@@ -652,6 +618,12 @@ class MTIA(nn.Module):
     def warnings(self) -> list[str]:
         """Notes on weights that could not be loaded (recorded by the trainer)."""
         return list(self.kp_detector.weights_notes)
+
+    def load_pretrained(self) -> list[str]:
+        """ImageNet init of the keypoint detector's backbone where the preset asks for it
+        (`kp_detector_params.pretrained`, TaiChi); called by the trainer at the start of a run.
+        Returns notes on weights that could not be loaded."""
+        return self.kp_detector.load_pretrained()
 
     def detect(self, frame: torch.Tensor) -> dict[str, torch.Tensor]:
         """Motion representation of a frame: keypoints and Jacobians (and the frame when the
