@@ -1,11 +1,17 @@
 """One cache for every downloaded weight file, resolved by name (URL and checksum here or in
 config). Offline machines get a clear answer instead of a hang: `fetch` returns None with the
 reason, and callers decide whether to fall back (VGG19 for the perceptual loss) or to stop.
+
+An entry whose digest is not known (`sha256_prefix=None`, e.g. DINO's files, published without
+checksums) is *unpinned*: its file is accepted as found, and a loud warning gives its sha256 so
+that it can be pinned here once someone has checked the file.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +24,9 @@ from animbench.errors import DataError
 class WeightFile:
     name: str
     url: str
-    sha256_prefix: str  # torchvision names its files by the first 8 hex digits of the sha256
+    # torchvision names its files by the first 8 hex digits of the sha256; any prefix length
+    # works. None: unpinned (no trustworthy digest known), see `fetch`.
+    sha256_prefix: str | None
 
     @property
     def filename(self) -> str:
@@ -39,7 +47,35 @@ WEIGHTS = {
     # A mismatch stops with a DataError naming the file (see `fetch`).
     "hrnet_w32": WeightFile("hrnet_w32", f"{_OPENMMLAB}/hrnet_w32-36af842e.pth", "36af842e"),
     "hrnet_w48": WeightFile("hrnet_w48", f"{_OPENMMLAB}/hrnet_w48-8ef0771d.pth", "8ef0771d"),
+    # DINO ViT-B/8 backbone (CPABMM's structure alignment loss; torch.hub 'dino_vitb8' loads this
+    # file). Meta publishes no checksum and no public source with its digest was found: unpinned.
+    "dino_vitb8": WeightFile(
+        "dino_vitb8",
+        "https://dl.fbaipublicfiles.com/dino/dino_vitbase8_pretrain/dino_vitbase8_pretrain.pth",
+        None,
+    ),
+    # Segment Anything (CPABMM's keypoint semantic loss). The file-name suffixes are md5 prefixes
+    # (vit_b md5 01ec64d29a2fca3f0661936605ae66f8), not sha256. The full sha256 digests below are
+    # the ones micro-sam's pooch registry (computational-cell-analytics/micro-sam, which verifies
+    # downloads against them) and other public download scripts record; not computed here.
+    "sam_vit_b": WeightFile(
+        "sam_vit_b",
+        "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
+        "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+    ),
+    "sam_vit_l": WeightFile(
+        "sam_vit_l",
+        "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
+        "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+    ),
+    "sam_vit_h": WeightFile(
+        "sam_vit_h",
+        "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
+        "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+    ),
 }
+
+_log = logging.getLogger(__name__)
 
 
 def cache_dir() -> Path:
@@ -53,15 +89,29 @@ def _candidates(entry: WeightFile) -> list[Path]:
     return [cache_dir() / entry.filename, torch_home / "hub" / "checkpoints" / entry.filename]
 
 
+def _accept_unpinned(entry: WeightFile, path: Path) -> None:
+    digest = sha256sum(path)
+    message = (
+        f"UNPINNED weight file {path} ({entry.name}, {entry.url}) used WITHOUT checksum "
+        f"verification: sha256 {digest}. Check the file and pin this digest in "
+        f"animbench.weights.WEIGHTS"
+    )
+    _log.warning(message)
+    warnings.warn(message, stacklevel=3)
+
+
 def fetch(name: str, timeout: float = 30.0) -> tuple[Path | None, str]:
     """Path of a verified weight file, downloading it into the cache if needed.
 
-    Returns (None, reason) when the file is neither cached nor downloadable.
+    Returns (None, reason) when the file is neither cached nor downloadable. An unpinned entry's
+    file is accepted unverified, with a warning giving its sha256.
     """
     entry = WEIGHTS[name]
     for path in _candidates(entry):
         if path.is_file():
-            if not sha256sum(path).startswith(entry.sha256_prefix):
+            if entry.sha256_prefix is None:
+                _accept_unpinned(entry, path)
+            elif not sha256sum(path).startswith(entry.sha256_prefix):
                 raise DataError(
                     f"{path}: checksum does not match {entry.sha256_prefix}…; delete it"
                 )
@@ -71,7 +121,9 @@ def fetch(name: str, timeout: float = 30.0) -> tuple[Path | None, str]:
         download(entry.url, target, timeout=timeout)
     except DataError as exc:
         return None, f"{entry.url} unreachable ({exc})"
-    if not sha256sum(target).startswith(entry.sha256_prefix):
+    if entry.sha256_prefix is None:
+        _accept_unpinned(entry, target)
+    elif not sha256sum(target).startswith(entry.sha256_prefix):
         target.unlink()
         raise DataError(f"{entry.url}: downloaded file fails its checksum {entry.sha256_prefix}…")
     return target, "downloaded"
