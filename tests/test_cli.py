@@ -128,14 +128,14 @@ def test_unknown_preset_and_unimplemented_method(dataset: Path, tmp_path: Path):
             "--data",
             str(dataset),
             "--method",
-            "tpsmm",
+            "cpabmm",
             "--preset",
-            "tpsmm-vox256",
+            "cpabmm-vox256",
             "--out",
             str(tmp_path / "run"),
         )
     )
-    assert "not implemented yet" in line and "TPSMM" in line
+    assert "not implemented yet" in line and "CPABMM" in line
 
 
 def test_missing_checkpoint_names_the_file(dataset: Path, tmp_path: Path):

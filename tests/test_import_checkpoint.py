@@ -106,6 +106,9 @@ def test_import_every_manifest(name, tmp_path):
     assert payload["imported"]["networks"] == [n for n in payload["networks"] if n in manifest]
     assert payload["epoch"] == 99 and payload["preset_name"] == preset
     for net in manifest:
+        if net not in payload["networks"]:  # TPSMM mgif: bg False, the file's bg_predictor unused
+            assert any(net in w and "not used" in w for w in payload["warnings"]), net
+            continue
         state = payload["networks"][net]
         assert state.keys() == original[net].keys(), net
         for key, value in original[net].items():

@@ -34,14 +34,24 @@ def kp2gaussian(
     return torch.exp(-0.5 * (diff**2).sum(-1) / kp_variance)
 
 
-def warp(image: torch.Tensor, grid: torch.Tensor, padding_mode: str = "zeros") -> torch.Tensor:
+def warp(
+    image: torch.Tensor,
+    grid: torch.Tensor,
+    padding_mode: str = "zeros",
+    resize_align_corners: bool = False,
+) -> torch.Tensor:
     """Backward warp: sample `image` [B, C, H, W] at `grid` [B, h, w, 2] (x, y in [-1, 1]).
 
     A grid of another resolution than the image is resized first (bilinear, as the reference
-    generator does for its feature maps).
+    generators do for their feature maps; TPSMM resizes with align_corners=True).
     """
     if grid.shape[1:3] != image.shape[2:]:
-        grid = F.interpolate(grid.permute(0, 3, 1, 2), size=image.shape[2:], mode="bilinear")
+        grid = F.interpolate(
+            grid.permute(0, 3, 1, 2),
+            size=image.shape[2:],
+            mode="bilinear",
+            align_corners=True if resize_align_corners else None,
+        )
         grid = grid.permute(0, 2, 3, 1)
     return F.grid_sample(image, grid, padding_mode=padding_mode, align_corners=True)
 
@@ -49,6 +59,11 @@ def warp(image: torch.Tensor, grid: torch.Tensor, padding_mode: str = "zeros") -
 def batch_norm(num_features: int) -> nn.Module:
     # FOMM/MRAA used synchronised batch norm; under DDP the trainer converts to SyncBatchNorm.
     return nn.BatchNorm2d(num_features, affine=True)
+
+
+def instance_norm(num_features: int) -> nn.Module:
+    # TPSMM/CPABMM's blocks: same parameter keys (weight, bias) as batch_norm, no buffers
+    return nn.InstanceNorm2d(num_features, affine=True)
 
 
 class ResBlock2d(nn.Module):
@@ -151,6 +166,11 @@ class Decoder(nn.Module):
     ):
         super().__init__()
         self.up_blocks = nn.ModuleList()
+        # channels of each level's output (up block + skip), top level last
+        self.level_channels = [
+            2 * _hourglass_channels(block_expansion, max_features, i) for i in range(num_blocks)
+        ][::-1]
+        self.level_channels[-1] = block_expansion + in_features
         for i in reversed(range(num_blocks)):
             multiplier = 1 if i == num_blocks - 1 else 2
             self.up_blocks.append(
@@ -162,12 +182,17 @@ class Decoder(nn.Module):
             )
         self.out_filters = block_expansion + in_features
 
-    def forward(self, skips: list[torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self, skips: list[torch.Tensor], all_levels: bool = False
+    ) -> torch.Tensor | list[torch.Tensor]:
+        """The top level's output, or (`all_levels`, TPSMM) every level's, coarsest first."""
         skips = list(skips)
         out = skips.pop()
+        levels = []
         for block in self.up_blocks:
             out = torch.cat([block(out), skips.pop()], dim=1)
-        return out
+            levels.append(out)
+        return levels if all_levels else out
 
 
 class Hourglass(nn.Module):
@@ -185,20 +210,24 @@ class Hourglass(nn.Module):
         self.encoder = Encoder(block_expansion, in_features, num_blocks, max_features, norm)
         self.decoder = Decoder(block_expansion, in_features, num_blocks, max_features, norm)
         self.out_filters = self.decoder.out_filters
+        self.level_channels = self.decoder.level_channels
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(x))
+    def forward(self, x: torch.Tensor, all_levels: bool = False) -> torch.Tensor | list:
+        return self.decoder(self.encoder(x), all_levels)
 
 
 class AntiAliasInterpolation2d(nn.Module):
-    """Gaussian blur then strided subsampling: a downscale without aliasing.
+    """Gaussian blur then subsampling: a downscale without aliasing.
 
     σ = (1/scale − 1)/2 and kernel 2·round(4σ)+1 (13 taps at scale 0.25), as in the reference;
-    the kernel is a buffer named `weight` so checkpoints carry it.
+    the kernel is a buffer named `weight` so checkpoints carry it. The subsampling is a stride
+    slice (FOMM/MRAA/MTIA) or, with `interpolate`, nearest F.interpolate (TPSMM/CPABMM; the
+    same pixels whenever the size is a multiple of 1/scale).
     """
 
-    def __init__(self, channels: int, scale: float):
+    def __init__(self, channels: int, scale: float, interpolate: bool = False):
         super().__init__()
+        self.interpolate = interpolate
         sigma = (1 / scale - 1) / 2
         kernel_size = 2 * round(sigma * 4) + 1
         self.ka = kernel_size // 2
@@ -218,6 +247,8 @@ class AntiAliasInterpolation2d(nn.Module):
             return x
         out = F.pad(x, (self.ka, self.kb, self.ka, self.kb))
         out = F.conv2d(out, weight=self.weight.to(out.dtype), groups=self.groups)
+        if self.interpolate:
+            return F.interpolate(out, scale_factor=(self.scale, self.scale))
         return out[:, :, :: self.int_inv_scale, :: self.int_inv_scale]
 
 

@@ -11,8 +11,11 @@ Quirks handled:
 - BatchNorm ``num_batches_tracked`` counters absent from files written before torch 0.4.1 are
   taken from the model (they only matter with ``momentum=None``); recorded as a warning.
 - The discriminator (training only; unused by reconstruction and animation) may be absent: it
-  keeps its fresh initialisation and a warning says so. Every other network of the preset
-  must be in the file.
+  keeps its fresh initialisation and a warning says so. So may the networks a model lists in
+  `optional_networks` (TPSMM's avd_network: files written before the AVD stage). Every other
+  network of the preset must be in the file.
+- TPSMM files hold `optimizer`, `optimizer_bg_predictor` and `optimizer_avd`: ignored, as
+  every optimiser state.
 - Optimiser states may hold numpy scalars: the file is read with ``weights_only=True`` and,
   only if that fails on numpy globals, again with exactly those numpy types allowed.
 """
@@ -125,12 +128,19 @@ def load_network(
 def load_authors_networks(model: nn.Module, payload: dict, source: str | Path) -> list[str]:
     """Load every network of `model.networks` from an authors' dict; returns warnings."""
     warnings: list[str] = []
+    optional = tuple(getattr(model, "optional_networks", ()))
     for name, net in model.networks.items():
         if name not in payload:
             if name in TRAINING_ONLY:
                 warnings.append(
                     f"{name} not in the authors' file: randomly initialised (training only, "
                     "unused by reconstruction and animation)"
+                )
+                continue
+            if name in optional:
+                warnings.append(
+                    f"{name} not in the authors' file: randomly initialised (optional; "
+                    "reconstruction does not use it)"
                 )
                 continue
             found = ", ".join(k for k in payload if isinstance(payload[k], dict)) or "none"

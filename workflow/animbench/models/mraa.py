@@ -340,7 +340,11 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
 
 class AVDNetwork(nn.Module):
     """Animation via disentanglement: identity (source shape) and pose (driving) encoders of the
-    flattened regions (shift + affine, 6K numbers), and a decoder back to regions."""
+    flattened regions (shift + affine, 6K numbers), and a decoder back to regions.
+
+    `input_size` (default 6K) lets other motion representations reuse the three MLPs (TPSMM:
+    its 5 control points per TPS, models/tpsmm.py).
+    """
 
     def __init__(
         self,
@@ -348,9 +352,10 @@ class AVDNetwork(nn.Module):
         id_bottle_size: int = 64,
         pose_bottle_size: int = 64,
         revert_axis_swap: bool = True,
+        input_size: int | None = None,
     ):
         super().__init__()
-        size = 6 * num_regions
+        size = 6 * num_regions if input_size is None else input_size
         self.id_encoder = _mlp([size, 256, 512, 1024, id_bottle_size])
         self.pose_encoder = _mlp([size, 256, 512, 1024, pose_bottle_size])
         self.decoder = _mlp([pose_bottle_size + id_bottle_size, 1024, 512, 256, size])

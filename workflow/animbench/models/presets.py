@@ -557,3 +557,171 @@ PRESETS["mtia-synthetic-body"] = merge(
         },
     },
 )
+
+
+# --- TPSMM (Zhao & Zhang, CVPR'22): the authors' config/{vox,taichi,ted,mgif}-*.yaml
+# (notes/reference-models.md §3; frame_shape null there: the datasets' own size)
+_TPSMM_MODEL = {
+    "common_params": {"num_tps": 10, "num_channels": 3, "bg": True, "multi_mask": True},
+    "generator_params": {"block_expansion": 64, "max_features": 512, "num_down_blocks": 3},
+    "dense_motion_params": {
+        "block_expansion": 64,
+        "max_features": 1024,
+        "num_blocks": 5,
+        "scale_factor": 0.25,
+    },
+    "avd_network_params": {"id_bottle_size": 128, "pose_bottle_size": 128},
+}
+
+
+def _tpsmm_clipping(bg: bool) -> dict:
+    # clip_grad_norm_(max_norm=10, norm_type=inf) on kp, dense motion (and bg) after backward
+    nets = ["kp_detector", "dense_motion_network"] + (["bg_predictor"] if bg else [])
+    return {name: {"max_norm": 10, "norm_type": "inf"} for name in nets}
+
+
+_TPSMM_TRAIN = {
+    "num_epochs": 100,
+    "num_repeats": 75,
+    "epoch_milestones": [70, 90],
+    # the authors' `lr_generator` for their two Adams (an Adam per network here)
+    "lr_inpainting_network": 2.0e-4,
+    "lr_dense_motion_network": 2.0e-4,
+    "lr_kp_detector": 2.0e-4,
+    "lr_bg_predictor": 2.0e-4,
+    "weight_decay": 1.0e-4,
+    "batch_size": 28,
+    "scales": [1, 0.5, 0.25, 0.125],
+    "checkpoint_freq": 50,
+    "max_steps": None,
+    "dropout_epoch": 35,
+    "dropout_maxp": 0.3,
+    "dropout_startp": 0.1,
+    "dropout_inc_epoch": 10,
+    "bg_start": 0,
+    "clip_grad_norm": _tpsmm_clipping(bg=True),
+    "transform_params": {"sigma_affine": 0.05, "sigma_tps": 0.005, "points_tps": 5},
+    "loss_weights": {
+        "perceptual": [10, 10, 10, 10, 10],
+        "equivariance_value": 10,
+        "warp_loss": 10,
+        "bg": 10,
+        "l1": 0,
+    },
+}
+
+_TPSMM_TRAIN_AVD = {
+    "num_epochs": 100,
+    "num_repeats": 150,
+    "epoch_milestones": [70, 90],
+    "lr": 1.0e-3,
+    "batch_size": 256,
+    "checkpoint_freq": 50,
+    "lambda_shift": 1,
+    "random_scale": 0.25,
+}
+
+
+def _tpsmm(note: str, bg=True, model=None, train=None, train_avd=None, dataset=None) -> dict:
+    dataset = dict(dataset or {})
+    augmentation = dataset.pop("augmentation_params", _FLIPS_JITTER)  # replaced, not merged
+    model_params = merge(_TPSMM_MODEL, model or {})
+    model_params["common_params"]["bg"] = bg
+    train_params = merge(_TPSMM_TRAIN, train or {})
+    train_params["clip_grad_norm"] = _tpsmm_clipping(bg)  # no bg_predictor to clip without bg
+    return {
+        "model": "tpsmm",
+        "note": note,
+        "model_params": model_params,
+        "train_params": train_params,
+        "train_avd_params": merge(_TPSMM_TRAIN_AVD, train_avd or {}),
+        "dataset_params": merge(
+            {
+                "frame_shape": [256, 256, 3],
+                "id_sampling": True,
+                "augmentation_params": augmentation,
+            },
+            dataset,
+        ),
+    }
+
+
+PRESETS["tpsmm-vox256"] = _tpsmm(
+    "TPSMM config/vox-256.yaml",
+    train={"dropout_startp": 0.1, "dropout_maxp": 0.3, "bg_start": 10},
+    train_avd={"num_epochs": 200, "num_repeats": 300, "epoch_milestones": [140, 180]},
+)
+PRESETS["tpsmm-taichi256"] = _tpsmm(
+    "TPSMM config/taichi-256.yaml",
+    train={"num_repeats": 150, "dropout_startp": 0.0, "dropout_maxp": 0.7},
+)
+PRESETS["tpsmm-ted384"] = _tpsmm(
+    "TPSMM config/ted-384.yaml",
+    train={"num_repeats": 150, "batch_size": 12, "dropout_startp": 0.0, "dropout_maxp": 0.5},
+    train_avd={"num_epochs": 30, "num_repeats": 500, "epoch_milestones": [20, 25]},
+    dataset={"frame_shape": [384, 384, 3]},
+)
+PRESETS["tpsmm-mgif256"] = _tpsmm(
+    "TPSMM config/mgif-256.yaml (no background predictor)",
+    bg=False,
+    train={"num_repeats": 50, "dropout_startp": 0.2, "dropout_maxp": 0.5},
+    train_avd={"num_repeats": 50},
+    dataset={
+        "id_sampling": False,
+        "augmentation_params": {
+            "flip_param": {"horizontal_flip": True, "time_flip": True},
+            "crop_param": {"size": [256, 256]},
+            "resize_param": {"ratio": [0.9, 1.1]},
+            "jitter_param": {"hue": 0.5},
+        },
+    },
+)
+
+# A small TPSMM for the 64×64 synthetic benchmark on a CPU, scheduled as fomm-synthetic:
+# ResNet-18s at width 16, dense motion at ½ resolution (3 hourglass levels + 1 UpBlock for
+# the 4 occlusion masks), a 16→128 inpainting network. The dropout and bg_start schedules
+# are the taichi preset's shape compressed to 15 epochs.
+PRESETS["tpsmm-synthetic"] = _tpsmm(
+    "small TPSMM for the 64×64 synthetic benchmark (CPU, minutes; 450 steps)",
+    model={
+        "kp_detector_params": {"width": 16},
+        "bg_predictor_params": {"width": 16},
+        "generator_params": {"block_expansion": 16, "max_features": 128},
+        "dense_motion_params": {
+            "block_expansion": 16,
+            "max_features": 128,
+            "num_blocks": 3,
+            "scale_factor": 0.5,
+        },
+        "avd_network_params": {"id_bottle_size": 64, "pose_bottle_size": 64},
+    },
+    train={
+        key: PRESETS["fomm-synthetic"]["train_params"][key]
+        for key in ("num_epochs", "num_repeats", "epoch_milestones", "batch_size", "scales")
+    }
+    | {
+        "checkpoint_freq": 1,
+        "lr_inpainting_network": 1.0e-3,
+        "lr_dense_motion_network": 1.0e-3,
+        "lr_kp_detector": 1.0e-3,
+        "lr_bg_predictor": 1.0e-3,
+        "dropout_epoch": 5,
+        "dropout_startp": 0.0,
+        "dropout_maxp": 0.3,
+        "dropout_inc_epoch": 2,
+        "bg_start": 0,
+        "loss_weights": {"perceptual": [10, 10, 10, 0, 0], "l1": 10},  # as fomm-synthetic
+    },
+    train_avd={"num_epochs": 3, "num_repeats": 10, "epoch_milestones": [2], "batch_size": 8},
+    dataset={"frame_shape": [64, 64, 3], "id_sampling": False},
+)
+PRESETS["tpsmm-synthetic-body"] = merge(
+    PRESETS["tpsmm-synthetic"],
+    {
+        "note": "small TPSMM for the 64×64 synthetic bodies (CPU, minutes; 750 steps)",
+        "train_params": {
+            key: PRESETS["fomm-synthetic-body"]["train_params"][key]
+            for key in ("num_epochs", "epoch_milestones")
+        },
+    },
+)

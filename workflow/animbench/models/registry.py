@@ -26,7 +26,7 @@ METHOD_NAMES = {
 }
 
 # methods planned in the workflow but not built yet, with the issue that builds them
-PLANNED = {"tpsmm": "issue 5", "cpabmm": "issue 5"}
+PLANNED = {"cpabmm": "issue 5"}
 
 
 def _build_fomm(model_params: dict) -> nn.Module:
@@ -47,10 +47,17 @@ def _build_mtia(model_params: dict) -> nn.Module:
     return MTIA(**model_params)
 
 
+def _build_tpsmm(model_params: dict) -> nn.Module:
+    from animbench.models.tpsmm import TPSMM
+
+    return TPSMM(**model_params)
+
+
 MODEL_BUILDERS: dict[str, Callable[[dict], nn.Module]] = {
     "fomm": _build_fomm,
     "mraa": _build_mraa,
     "mtia": _build_mtia,
+    "tpsmm": _build_tpsmm,
 }
 
 

@@ -18,7 +18,8 @@ from animbench.train.losses import (
     feature_matching_loss,
     generator_gan_loss,
 )
-from animbench.train.region_objective import RegionObjective
+from animbench.train.region_objective import AVDObjective, RegionObjective
+from animbench.train.tps_objective import TPSAVDObjective, TPSObjective
 
 
 def _detach_kp(kp: dict) -> dict:
@@ -138,4 +139,11 @@ OBJECTIVES = {
     "fomm": KeypointObjective,
     "mraa": RegionObjective,
     "mtia": MotionTransformerObjective,
+    "tpsmm": TPSObjective,
+}
+
+# second-stage (animation via disentanglement) objectives, for presets with train_avd_params
+AVD_OBJECTIVES = {
+    "mraa": AVDObjective,
+    "tpsmm": TPSAVDObjective,
 }

@@ -8,11 +8,14 @@ Run folder:
     model.pt             final weights (written last: its presence means the run finished)
     log.csv              one row per step: losses, learning rates, seconds (and the gradient
                          norms before clipping of the networks in `clip_grad_norm`)
-    log-avd.csv          the same for the AVD stage (presets with `train_avd_params`: MRAA)
+    log-avd.csv          the same for the AVD stage (`train_avd_params`: MRAA, TPSMM)
     train.json           summary: preset, steps, time, warnings (per stage with an AVD stage)
 
-Presets may set `train_params.clip_grad_norm: {network: max_norm}` (MTIA's kp detector: 1):
-each network's gradient L2 norm is clipped after the backward pass, before its optimiser steps.
+Presets may set `train_params.clip_grad_norm: {network: max_norm}` (MTIA's kp detector: 1) or
+`{network: {max_norm, norm_type}}` (TPSMM: 10 in the max norm, norm_type inf): each network's
+gradient norm is clipped after the backward pass, before its optimiser steps. `weight_decay`
+(TPSMM: 1e-4) goes to every Adam of the stage. Objectives that depend on the epoch (TPSMM's
+dropout schedule and bg_start) define `set_epoch(epoch)`, called before each step.
 Pretrained initialisations a model declares (`model.load_pretrained()`, MTIA's ImageNet HRNet)
 are loaded when a run starts, never when a model is built.
 """
@@ -81,10 +84,20 @@ def _set_rng_state(state: dict) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
-def _adam_schedule(networks: dict, lrs: dict, milestones) -> tuple[dict, dict]:
-    """One Adam (betas (0.5, 0.999)) and one MultiStepLR (γ 0.1) per network, as the authors."""
+def _adam_schedule(
+    networks: dict, lrs: dict, milestones, weight_decay: float = 0.0
+) -> tuple[dict, dict]:
+    """One Adam (betas (0.5, 0.999)) and one MultiStepLR (γ 0.1) per network, as the authors.
+
+    Where an author uses one Adam over several networks (TPSMM: inpainting + dense motion +
+    kp detector) one per network gives the same updates: Adam is elementwise and the groups
+    share lr, betas and weight decay. Networks without gradient in a step (TPSMM's background
+    predictor before bg_start) are left untouched, weight decay included.
+    """
     optimizers = {
-        name: torch.optim.Adam(net.parameters(), lr=lrs[name], betas=(0.5, 0.999))
+        name: torch.optim.Adam(
+            net.parameters(), lr=lrs[name], betas=(0.5, 0.999), weight_decay=weight_decay
+        )
         for name, net in networks.items()
     }
     schedulers = {
@@ -95,12 +108,21 @@ def _adam_schedule(networks: dict, lrs: dict, milestones) -> tuple[dict, dict]:
 
 
 def clip_gradients(networks: dict[str, torch.nn.Module], max_norms: dict) -> dict[str, float]:
-    """Clip each named network's gradient L2 norm (over all its parameters) to its max_norm, as
-    MTIA's `clip_kp_detector_grad`; returns the norms before clipping."""
-    return {
-        name: float(torch.nn.utils.clip_grad_norm_(networks[name].parameters(), max_norm))
-        for name, max_norm in max_norms.items()
-    }
+    """Clip each named network's gradient norm (over all its parameters): `max_norms` maps a
+    network to its max_norm (L2, as MTIA's `clip_kp_detector_grad`) or to
+    {max_norm, norm_type} (TPSMM: norm_type inf, "inf" accepted); returns the norms before
+    clipping."""
+    norms = {}
+    for name, spec in max_norms.items():
+        spec = spec if isinstance(spec, dict) else {"max_norm": spec}
+        norms[name] = float(
+            torch.nn.utils.clip_grad_norm_(
+                networks[name].parameters(),
+                float(spec["max_norm"]),
+                norm_type=float(spec.get("norm_type", 2.0)),
+            )
+        )
+    return norms
 
 
 def _check_clipping(params: dict, trained: list[str], key: str) -> dict:
@@ -149,9 +171,9 @@ def train(
     """Train `preset` on the dataset at `data`; returns the path of model.pt.
 
     The main stage trains what the model's objective names. When the preset has
-    `train_avd_params` (MRAA), a second stage then trains the AVD network alone, region
-    predictor frozen (the reference's `train_avd` mode). checkpoint-last.pt records the stage
-    (`stage`: "main" or "avd"), so an interrupted run resumes in the stage it stopped in.
+    `train_avd_params` (MRAA, TPSMM), a second stage then trains the AVD network alone, the
+    motion estimator frozen (the references' `train_avd` mode). checkpoint-last.pt records the
+    stage (`stage`: "main" or "avd"), so an interrupted run resumes in the stage it stopped in.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -184,6 +206,7 @@ def train(
         {name: model.networks[name] for name in trained},
         {name: train_params[f"lr_{name}"] for name in trained},
         train_params["epoch_milestones"],
+        train_params.get("weight_decay", 0.0),
     )
     clip = _check_clipping(train_params, generator_side, "train_params")
 
@@ -225,6 +248,8 @@ def train(
         }
 
     def main_step(source, driving, epoch: int) -> dict:
+        if hasattr(objective, "set_epoch"):
+            objective.set_epoch(epoch)
         losses, generated = objective.generator_losses(model, source, driving)
         loss = sum(losses.values())
         for name in generator_side:
@@ -241,7 +266,7 @@ def train(
             losses.update(disc_losses)
         row = {k: float(v.detach()) for k, v in losses.items()}
         row.update({f"grad_norm_{k}": round(v, 6) for k, v in norms.items()})
-        row["lr"] = optimizers["generator"].param_groups[0]["lr"]
+        row["lr"] = optimizers[generator_side[0]].param_groups[0]["lr"]
         return row
 
     started = time.time()
@@ -275,6 +300,7 @@ def train(
         resume = state if stage == "avd" else None
         avd_progress, avd_summary = _train_avd(
             model,
+            spec["model"],
             avd_params,
             (data, dataset_params, seed),
             device,
@@ -323,15 +349,23 @@ def _restore(training_state: dict, optimizers: dict, schedulers: dict, shuffle_g
 
 
 def _train_avd(
-    model, avd_params: dict, dataset, device, state, save_last, out: Path, preset: str
+    model,
+    model_name: str,
+    avd_params: dict,
+    dataset,
+    device,
+    state,
+    save_last,
+    out: Path,
+    preset: str,
 ) -> tuple[dict, dict]:
-    """MRAA's second stage: the AVD network alone (Adam, lr `lr`, MultiStepLR at the epoch
-    milestones), the region predictor frozen; log in log-avd.csv. Returns the progress keys of
-    the final checkpoint and the stage summary."""
-    from animbench.train.region_objective import AVDObjective
+    """The second stage (MRAA, TPSMM): the AVD network alone (Adam, lr `lr`, MultiStepLR at the
+    epoch milestones), the motion estimator frozen; log in log-avd.csv. Returns the progress
+    keys of the final checkpoint and the stage summary."""
+    from animbench.train.objectives import AVD_OBJECTIVES
 
     started = time.time()
-    objective = AVDObjective(model, avd_params)
+    objective = AVD_OBJECTIVES[model_name](model, avd_params)
     trained = list(objective.trained_networks)
     optimizers, schedulers = _adam_schedule(
         {name: model.networks[name] for name in trained},
@@ -360,7 +394,7 @@ def _train_avd(
     def save(epoch: int, step: int) -> None:
         save_last(stage_state(), avd_epoch=epoch, avd_step=step)
 
-    model.train()  # the objective runs the frozen region predictor in eval mode
+    model.train()  # the objective runs the frozen motion estimator in eval mode
 
     def avd_step(source, driving, epoch: int) -> dict:
         losses, _ = objective.losses(model, source, driving)
