@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+# BLAS threads likewise: scipy's SVD of the CPAB constraint matrices is 20× slower with two
+# threads on a busy 2-core machine. Set before numpy loads its BLAS.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import contextlib
 import urllib.error
 import urllib.request
