@@ -3,7 +3,7 @@ import json
 import re
 import shlex
 
-from animbench.config import table2_spec
+from animbench.config import paper_table_runs, paper_table_spec, table2_spec
 
 RESULTS = config["results"]
 DATASETS = config["datasets"]
@@ -12,6 +12,7 @@ SYNTHETIC_DATASETS = [n for n, d in DATASETS.items() if d["source"] == "syntheti
 REAL_DATASETS = [n for n, d in DATASETS.items() if d["source"] != "synthetic"]
 TRAINED_METHODS = list(config["methods"])
 BASELINES = list(BENCHMARK["baselines"])
+PAPER_TABLES = list(config["paper_tables"])
 # pinned files a real dataset may declare: file name under results/data/<dataset>/ -> config key
 PINNED_FILES = {"metadata.csv": "metadata", "test_list.txt": "test_list"}
 
@@ -162,3 +163,15 @@ def benchmark_metrics(wildcards):
 
 def benchmark_spec(wildcards):
     return json.dumps(table2_spec(config), sort_keys=True)
+
+
+def paper_table_metrics(wildcards):
+    """Metrics of every row with a methods entry × each table dataset it has a preset for."""
+    return [
+        res(f"metrics/{dataset}/{method}.parquet")
+        for dataset, method in paper_table_runs(config, wildcards.table)
+    ]
+
+
+def paper_table_args(wildcards):
+    return json.dumps(paper_table_spec(config, wildcards.table), sort_keys=True)

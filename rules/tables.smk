@@ -34,3 +34,29 @@ rule table1:
         runtime=rule_resource("table", "runtime"),
     shell:
         "animbench table table1 --out {output:q} > {log:q} 2>&1"
+
+
+# A paper's results table named under config paper_tables (e.g. CPAB Tables 1 and 2): rows are
+# the paper's labels mapped to methods entries, beside the paper's numbers.
+rule paper_table:
+    input:
+        paper_table_metrics,
+    output:
+        res("{table}.parquet"),
+    log:
+        res("logs/{table}.log"),
+    benchmark:
+        res("benchmarks/{table}.tsv")
+    wildcard_constraints:
+        table=alternatives(PAPER_TABLES),
+    conda:
+        "../envs/eval.yaml"
+    threads: rule_resource("table", "threads")
+    resources:
+        mem_mb=rule_resource("table", "mem_mb"),
+        runtime=rule_resource("table", "runtime"),
+    params:
+        spec=paper_table_args,
+    shell:
+        "animbench table paper --name {wildcards.table} --metrics {input:q}"
+        " --spec {params.spec:q} --out {output:q} > {log:q} 2>&1"

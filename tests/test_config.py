@@ -17,6 +17,8 @@ from animbench.config import (  # noqa: E402
     load_config,
     merge,
     metrics_for,
+    paper_table_runs,
+    paper_table_spec,
     table2_spec,
     validate_config,
 )
@@ -267,3 +269,139 @@ def test_table2_spec_and_hash(shipped):
     assert config_hash(config) == config_hash(copy.deepcopy(config))
     assert config_hash(config) != config_hash(merge(config, {"seed": 1}))
     assert metrics_for({"keypoints": "none", "mkr": True, "identity": "none"}) == ["L1"]
+
+
+# --------------------------------------------------------------------------- paper tables
+
+
+def with_paper_table(**changes) -> dict:
+    config = minimal()
+    config["methods"]["cpabmm-cpab"] = {"name": "+CPAB", "presets": {"toy": "cpabmm-synthetic"}}
+    table = {
+        "paper": "cpabmm_aaai2024",
+        "table": "table2",
+        "datasets": ["toy"],
+        "rows": {
+            "X2Face": {"method": None, "note": "not in animbench"},
+            "FOMM": {"method": "fomm"},
+            "+CPAB": {"method": "cpabmm-cpab"},
+        },
+    }
+    config["paper_tables"] = {"t": {**table, **changes}}
+    return config
+
+
+def test_paper_table_validates_and_defaults_to_none():
+    assert validate_config(minimal())["paper_tables"] == {}
+    config = validate_config(with_paper_table())
+    assert config["paper_tables"]["t"]["rows"]["FOMM"] == {"method": "fomm"}
+    assert config["methods"]["cpabmm-cpab"]["name"] == "+CPAB"
+
+
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        (
+            {"rows": {"FOMM": {"method": "nope"}}},
+            "config key 'paper_tables.t.rows.FOMM.method': unknown methods entry 'nope' "
+            "(defined: cpabmm-cpab, fomm)",
+        ),
+        (
+            {"datasets": ["toy", "nope"]},
+            "config key 'paper_tables.t.datasets[1]': unknown dataset 'nope' (defined: toy)",
+        ),
+        (
+            {"rows": {"X2Face": {"method": None}}},
+            "config key 'paper_tables.t.rows.X2Face.note': required key is missing",
+        ),
+        (
+            {"rows": {"FOMM": {"method": "fomm", "preset": "x"}}},
+            "config key 'paper_tables.t.rows.FOMM.preset': unknown key",
+        ),
+        (
+            {"table": "table9"},
+            "config key 'paper_tables.t.table': paper_tables.csv has no table 'table9' of paper "
+            "'cpabmm_aaai2024'",
+        ),
+        ({"datasets": []}, "config key 'paper_tables.t.datasets': [] should be non-empty"),
+    ],
+)
+def test_bad_paper_tables_are_named(changes, expected):
+    assert error_of(with_paper_table(**changes)) == expected
+
+
+def test_paper_table_names():
+    config = with_paper_table()
+    config["paper_tables"]["table2"] = config["paper_tables"].pop("t")
+    assert error_of(config).startswith("config key 'paper_tables.table2': 'table2' is reserved")
+    config["paper_tables"]["Bad"] = config["paper_tables"].pop("table2")
+    assert error_of(config) == (
+        "config key 'paper_tables.Bad': invalid name: use lower-case letters, digits and single "
+        "dashes or underscores"
+    )
+
+
+def test_paper_table_row_without_preset_for_its_datasets():
+    config = with_paper_table()
+    config["datasets"]["toy2"] = {"source": "synthetic", "kind": "body"}
+    config["paper_tables"]["t"]["datasets"] = ["toy2"]
+    config["paper_tables"]["t"]["rows"] = {"FOMM": {"method": "fomm"}}
+    assert error_of(config) == (
+        "config key 'paper_tables.t.rows.FOMM.method': methods entry 'fomm' has no preset for "
+        "any of the table's datasets"
+    )
+
+
+def test_shipped_cpab_tables(shipped):
+    config = validate_config(shipped)
+    t1, t2 = config["paper_tables"]["cpab_table1"], config["paper_tables"]["cpab_table2"]
+    assert (t1["paper"], t1["table"], t1["datasets"]) == (
+        "cpabmm_aaai2024",
+        "table1",
+        ["taichi", "ted", "vox", "mgif"],
+    )
+    assert {label: r["method"] for label, r in t1["rows"].items()} == {
+        "X2Face": None,
+        "Monkey-Net": "monkeynet",
+        "FOMM": "fomm",
+        "MRAA": "mraa",
+        "TPSMM": "tpsmm",
+        "CPABMM": "cpabmm",
+    }
+    assert t2["datasets"] == ["taichi"]
+    for label, row in t2["rows"].items():
+        entry = config["methods"][row["method"]]
+        if label.startswith("+"):  # the ablation variants are named by their paper row
+            assert entry["name"] == label
+            assert entry["presets"]["taichi"].startswith("cpabmm-taichi256-cpab")
+
+    runs = paper_table_runs(config, "cpab_table1")
+    assert ("vox", "monkeynet") in runs and ("ted", "monkeynet") not in runs
+    assert len(runs) == 4 * 4 + 2  # FOMM, MRAA, TPSMM, CPABMM everywhere; Monkey-Net on 2
+    assert paper_table_runs(config, "cpab_table2") == [
+        ("taichi", m)
+        for m in (
+            "tpsmm",
+            "cpabmm-cpab",
+            "cpabmm-cpab-global",
+            "cpabmm-cpab-global-ks",
+            "cpabmm-cpab-global-struc",
+            "cpabmm",
+        )
+    ]
+
+    spec = paper_table_spec(config, "cpab_table1")
+    assert spec["datasets"]["mgif"] == {"paper_name": "mgif", "metrics": ["L1"]}
+    assert spec["rows"][0] == {
+        "label": "X2Face",
+        "method": None,
+        "note": t1["rows"]["X2Face"]["note"],
+        "entry": None,
+    }
+    monkeynet = spec["rows"][1]["entry"]
+    assert monkeynet == {
+        "name": "Monkey-Net",
+        "presets": {"taichi": "fomm-taichi256-monkeynet", "vox": "fomm-vox256-monkeynet"},
+    }
+    assert spec["config_hash"] == config_hash(config)
+    assert table2_spec(config)["entries"]["fomm"]["presets"]["vox"] == "fomm-vox256"

@@ -211,3 +211,195 @@ def test_table1_real_fomm_counts(tmp_path):
         assert math.isfinite(r["paper_value"]) and "GMACs" in r["note"]
         # multiply-accumulates of the conv/linear modules: the paper's numbers to its rounding
         assert abs(r["value"] - r["paper_value"]) < 0.005
+
+
+# --------------------------------------------------------------------------- paper tables
+
+CPAB1 = {
+    "name": "cpab_table1",
+    "paper": "cpabmm_aaai2024",
+    "table": "table1",
+    "datasets": {
+        "taichi": {"paper_name": "taichi", "metrics": ["L1", "AKD", "MKR", "AED"]},
+        "mgif": {"paper_name": "mgif", "metrics": ["L1"]},
+        "synth-body": {"paper_name": None, "metrics": ["L1"]},
+    },
+    "rows": [
+        {"label": "X2Face", "method": None, "note": "X2Face is not in animbench"},
+        {
+            "label": "Monkey-Net",
+            "method": "monkeynet",
+            "note": "zeroth-order FOMM",
+            "entry": {"name": "Monkey-Net", "presets": {"taichi": "fomm-taichi256-monkeynet"}},
+        },
+        {
+            "label": "FOMM",
+            "method": "fomm",
+            "entry": {
+                "name": None,
+                "presets": {
+                    "taichi": "fomm-taichi256",
+                    "mgif": "fomm-mgif256",
+                    "synth-body": "fomm-synthetic-body",
+                },
+            },
+        },
+        {
+            "label": "CPABMM",
+            "method": "cpabmm",
+            "entry": {"presets": {"taichi": "cpabmm-taichi256", "mgif": "cpabmm-mgif256"}},
+        },
+    ],
+    "config_hash": "beef",
+}
+
+
+@pytest.fixture
+def not_cpabmm(monkeypatch):
+    """CPABMM unimplemented whatever the registry says today (it is being built in parallel)."""
+    monkeypatch.setattr(tables, "is_implemented", lambda model: model != "cpabmm")
+    monkeypatch.setitem(tables.PLANNED, "cpabmm", "issue 5")
+
+
+def test_paper_table_values_statuses_and_rows(tmp_path, not_cpabmm):
+    files = [
+        write_parquet_atomic(metric_rows("taichi", "fomm", [2, 6]), tmp_path / "a.parquet"),
+        write_parquet_atomic(metric_rows("mgif", "fomm", [4], akd=False), tmp_path / "b.parquet"),
+        write_parquet_atomic(
+            metric_rows("synth-body", "fomm", [3], akd=False), tmp_path / "c.parquet"
+        ),
+    ]
+    out = tmp_path / "cpab_table1.parquet"
+    df = tables.write_paper_table(files, CPAB1, out)
+    back = pd.read_parquet(out)
+    assert list(back.columns) == tables.COLUMNS
+    # taichi: 4 rows x 4 metrics; mgif: FOMM and CPABMM, L1 only (X2Face and Monkey-Net have
+    # neither a paper value nor a preset there); synthetic: FOMM's measured L1 only
+    assert len(back) == len(df) == 16 + 2 + 1
+    assert set(back["paper"]) == {"cpabmm_aaai2024"} and set(back["table"]) == {"table1"}
+    assert set(back.loc[back["dataset"] == "mgif", "metric"]) == {"L1"}
+
+    r = row(back, "taichi", "FOMM", "L1")
+    assert r["status"] == "measured" and r["value"] == pytest.approx(0.05)
+    assert r["paper_value"] == pytest.approx(0.055) and r["delta"] == pytest.approx(-0.005)
+    assert (r["n_videos"], r["n_frames"]) == (2, 8) and r["config_hash"] == "beef"
+    assert "methods entry fomm, preset fomm-taichi256" in r["note"]
+    assert r["checkpoint_sha256"] == "cd" * 32
+    r = row(back, "taichi", "FOMM", "AKD")
+    assert r["paper_value"] == pytest.approx(6.62) and "protocol-compatible" in r["note"]
+    r = row(back, "taichi", "FOMM", "MKR")
+    assert r["status"] == "not computed" and r["paper_value"] == pytest.approx(0.031)
+
+    r = row(back, "taichi", "X2Face", "AKD")
+    assert r["status"] == "not available" and math.isnan(r["value"])
+    assert r["paper_value"] == pytest.approx(17.65) and r["note"] == "X2Face is not in animbench"
+    assert (back["method"] == "X2Face").sum() == 4
+
+    r = row(back, "taichi", "Monkey-Net", "L1")
+    assert r["status"] == "missing" and r["paper_value"] == pytest.approx(0.077)
+    assert "preset fomm-taichi256-monkeynet" in r["note"] and "zeroth-order FOMM" in r["note"]
+
+    r = row(back, "taichi", "CPABMM", "AED")
+    assert r["status"] == "not implemented" and r["paper_value"] == pytest.approx(0.117)
+    assert "CPABMM is not implemented yet (issue 5)" in r["note"]
+
+    r = row(back, "mgif", "FOMM", "L1")
+    assert r["status"] == "measured" and r["paper_value"] == pytest.approx(0.0225)
+    assert row(back, "mgif", "CPABMM", "L1")["paper_value"] == pytest.approx(0.0169)
+
+    r = row(back, "synth-body", "FOMM", "L1")
+    assert r["status"] == "measured" and math.isnan(r["paper_value"]) and math.isnan(r["delta"])
+    assert "synthetic dataset: no paper value" in r["note"]
+
+
+def test_paper_table_variants_and_metrics_the_paper_lacks(tmp_path, not_cpabmm):
+    spec = {
+        "name": "cpab_table2",
+        "paper": "cpabmm_aaai2024",
+        "table": "table2",
+        "datasets": {"taichi": {"paper_name": "taichi", "metrics": ["L1", "AKD"]}},
+        "rows": [
+            {
+                "label": "TPSMM",
+                "method": "tpsmm",
+                "entry": {"presets": {"taichi": "tpsmm-taichi256"}},
+            },
+            {
+                "label": "+CPAB,Global",
+                "method": "cpabmm-cpab-global",
+                "entry": {
+                    "name": "+CPAB,Global",
+                    "presets": {"taichi": "cpabmm-taichi256-cpab-global"},
+                },
+            },
+            {
+                "label": "full model",
+                "method": "cpabmm",
+                "entry": {"presets": {"taichi": "cpabmm-taichi256"}},
+            },
+            {
+                "label": "ours only",
+                "method": "fomm",
+                "entry": {"presets": {"taichi": "fomm-taichi256"}},
+            },
+        ],  # fmt: skip
+    }
+    files = [
+        write_parquet_atomic(metric_rows("taichi", "cpabmm-cpab-global", [5]), tmp_path / "a.pq"),
+        write_parquet_atomic(metric_rows("taichi", "cpabmm", [5]), tmp_path / "b.pq"),
+        write_parquet_atomic(metric_rows("taichi", "fomm", [5]), tmp_path / "c.pq"),
+    ]
+    df = tables.write_paper_table(files, spec, tmp_path / "t.parquet")
+    # the paper's four metrics on every paper row, the configured two on our extra row
+    assert len(df) == 3 * 4 + 2
+    r = row(df, "taichi", "+CPAB,Global", "L1")
+    assert r["status"] == "measured" and r["paper_value"] == pytest.approx(0.044)
+    assert "methods entry cpabmm-cpab-global, preset cpabmm-taichi256-cpab-global" in r["note"]
+    r = row(df, "taichi", "+CPAB,Global", "MKR")  # the paper has it, this run does not
+    assert r["status"] == "not computed" and r["paper_value"] == pytest.approx(0.023)
+    r = row(df, "taichi", "full model", "AKD")
+    assert r["value"] == pytest.approx(1.5) and r["paper_value"] == pytest.approx(4.61)
+    assert "methods entry cpabmm (CPABMM), preset cpabmm-taichi256" in r["note"]
+    assert row(df, "taichi", "TPSMM", "L1")["status"] == "missing"
+    r = row(df, "taichi", "ours only", "AKD")  # measured, but not in the paper
+    assert r["status"] == "measured" and math.isnan(r["paper_value"]) and math.isnan(r["delta"])
+    assert "the paper reports no AKD for ours only on taichi" in r["note"]
+
+
+def test_paper_table_errors(tmp_path):
+    from animbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="paper_tables.x: paper_tables.csv has no table table9"):
+        tables.write_paper_table([], {**CPAB1, "name": "x", "table": "table9"}, tmp_path / "t.pq")
+    with pytest.raises(ConfigError, match="paper_tables.cpab_table1.rows"):
+        tables.write_paper_table([], {**CPAB1, "rows": []}, tmp_path / "t.pq")
+    assert not (tmp_path / "t.pq").exists()
+
+
+def test_variant_display_names_and_models():
+    # a variant's model comes from its preset, registered or still planned
+    entry = {"presets": {"taichi": "cpabmm-taichi256-cpab"}}
+    assert tables.entry_model("cpabmm-cpab", entry, "taichi") == "cpabmm"
+    assert tables.entry_model("monkeynet", {"presets": {"vox": "fomm-vox256-monkeynet"}}) == "fomm"
+    assert tables.entry_model("source-copy", None) == "source-copy"
+    assert tables.display_name("cpabmm-cpab", {**entry, "name": "+CPAB"}) == "+CPAB"
+    assert tables.display_name("cpabmm-cpab", entry) == "CPABMM (cpabmm-cpab)"
+    assert tables.display_name("fomm", {"presets": {"vox": "fomm-vox256"}}) == "FOMM"
+    assert tables.display_name("source-copy") == "Source copy"
+
+
+def test_table2_labels_a_variant_and_asks_its_model(tmp_path, metric_files, monkeypatch):
+    asked = []
+
+    def implemented(model):
+        asked.append(model)
+        return model in {"fomm", "source-copy"}
+
+    monkeypatch.setattr(tables, "is_implemented", implemented)
+    monkeypatch.setitem(tables.PLANNED, "cpabmm", "issue 5")
+    entries = {"cpabmm-cpab": {"name": "+CPAB", "presets": {"vox": "cpabmm-vox256"}}}
+    spec = {**SPEC, "methods": ["fomm", "cpabmm-cpab"], "entries": entries}
+    df = tables.write_table2(metric_files, spec, tmp_path / "t.parquet")
+    r = row(df, "vox", "+CPAB", "L1")
+    assert r["status"] == "not implemented" and "CPABMM is not implemented yet" in r["note"]
+    assert "cpabmm" in asked and "cpabmm-cpab" not in asked

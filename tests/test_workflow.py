@@ -36,6 +36,11 @@ def snakemake(*args: str) -> subprocess.CompletedProcess:
 
 def planned_jobs(*args: str) -> list[tuple[str, dict]]:
     """(rule, wildcards) of every job a forced dry-run plans."""
+    return plan(*args)[0]
+
+
+def plan(*args: str) -> tuple[list[tuple[str, dict]], str]:
+    """(rule, wildcards) of every job a forced dry-run plans, and its output."""
     proc = snakemake(*args, "--dry-run", "--forceall", "--workflow-profile", "none")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     jobs: list[tuple[str, dict]] = []
@@ -48,7 +53,7 @@ def planned_jobs(*args: str) -> list[tuple[str, dict]]:
         if wc and jobs:
             jobs[-1][1].update(dict(item.split("=", 1) for item in wc.group(1).split(", ")))
     assert "This was a dry-run" in proc.stdout
-    return jobs
+    return jobs, proc.stdout
 
 
 def of_rule(jobs, rule, *keys):
@@ -175,6 +180,43 @@ def test_ci_profile_runs_on_cpu():
     for method in METHODS:
         assert sum(f"--preset {method}-synthetic" in line for line in trains) == 2
     assert "gpu=1" not in proc.stdout
+
+
+def test_cpab_tables_plan_offline():
+    """CPAB Tables 1 and 2 plan from the default config: every configured row x dataset is
+    trained from its methods entry's preset, variants included, and each table job reads
+    exactly its rows' metrics."""
+    jobs, out = plan("results/cpab_table1.parquet", "results/cpab_table2.parquet", "-p")
+    variants = ["cpabmm-cpab", "cpabmm-cpab-global", "cpabmm-cpab-global-ks"]
+    variants.append("cpabmm-cpab-global-struc")
+    assert of_rule(jobs, "paper_table", "table") == {("cpab_table1",), ("cpab_table2",)}
+    expected = {(d, m) for d in REAL for m in ["fomm", "mraa", "tpsmm", "cpabmm"]}
+    expected |= {("taichi", "monkeynet"), ("vox", "monkeynet")}
+    expected |= {("taichi", m) for m in variants}
+    assert of_rule(jobs, "train", "dataset", "method") == expected
+    assert of_rule(jobs, "metrics", "dataset", "method") == expected
+    assert "source-copy" not in out and not of_rule(jobs, "table2")
+
+    shells = [line.removeprefix("Shell command: ") for line in out.splitlines()]
+    trains = [line for line in shells if line.startswith("animbench train")]
+    assert any(
+        "--method cpabmm-cpab-global-ks --preset cpabmm-taichi256-cpab-global-ks" in line
+        for line in trains
+    )
+    assert any("--method monkeynet --preset fomm-vox256-monkeynet" in line for line in trains)
+    table = next(line for line in shells if line.startswith("animbench table paper"))
+    args = shlex.split(table.split(" > ")[0])
+    name = args[args.index("--name") + 1]
+    spec = json.loads(args[args.index("--spec") + 1])
+    metrics = args[args.index("--metrics") + 1 : args.index("--spec")]
+    assert args[args.index("--out") + 1] == f"results/{name}.parquet"
+    if name == "cpab_table2":
+        assert [r["label"] for r in spec["rows"]][:2] == ["TPSMM", "+CPAB"]
+        assert len(metrics) == 6 and "results/metrics/taichi/cpabmm-cpab.parquet" in metrics
+    else:
+        assert (spec["rows"][0]["label"], spec["rows"][0]["method"]) == ("X2Face", None)
+        assert len(metrics) == 18
+    assert f"results/benchmarks/{name}.tsv" in out
 
 
 def test_table1_plans_only_table1():

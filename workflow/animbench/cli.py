@@ -94,6 +94,9 @@ def _cmd_table(args: argparse.Namespace) -> None:
 
     if args.table == "table1":
         tables.write_table1(out=args.out)
+    elif args.table == "paper":
+        spec = {**args.spec, "name": args.name} if args.name else args.spec
+        tables.write_paper_table(metrics=args.metrics, spec=spec, out=args.out)
     else:
         tables.write_table2(metrics=args.metrics, spec=args.spec, out=args.out)
 
@@ -199,9 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_metrics)
 
     p = sub.add_parser("table", help="gather a results table (Parquet)")
-    p.add_argument("table", choices=["table1", "table2"])
+    p.add_argument(
+        "table", choices=["table1", "table2", "paper"], help="paper = a config paper_tables entry"
+    )
+    p.add_argument("--name", default=None, help="paper: the paper_tables key (in messages)")
     p.add_argument("--metrics", nargs="*", default=[])
-    p.add_argument("--spec", type=_json, default={}, help="benchmark spec as JSON")
+    p.add_argument("--spec", type=_json, default={}, help="benchmark or paper table spec as JSON")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_table)
 

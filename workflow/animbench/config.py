@@ -8,10 +8,12 @@ line naming the dotted key path, e.g.
 from __future__ import annotations
 
 import copy
+import csv
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,8 @@ import yaml
 from animbench.errors import ConfigError
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
+# output names the fixed table rules write (a paper table of that name would clash)
+RESERVED_TABLES = ("table1", "table2")
 
 
 @lru_cache(maxsize=1)
@@ -137,9 +141,10 @@ def _schema_error(error) -> ConfigError:
     if error.validator == "propertyNames" or (
         error.validator == "pattern" and "propertyNames" in error.schema_path
     ):
+        separators = "dashes or underscores" if "_" in error.schema.get("pattern", "") else "dashes"
         return _fail(
             [*path, error.instance],
-            "invalid name: use lower-case letters, digits and single dashes",
+            f"invalid name: use lower-case letters, digits and single {separators}",
         )
     return _fail(path, error.message)
 
@@ -175,6 +180,49 @@ def _check_references(config: dict) -> None:
                 )
 
 
+@lru_cache(maxsize=1)
+def paper_table_keys() -> frozenset[tuple[str, str]]:
+    """(paper, table) pairs of the packaged paper_tables.csv (read without pandas: the
+    Snakefile validates the config on every run)."""
+    source = resources.files("animbench") / "resources" / "paper_tables.csv"
+    with source.open("r", encoding="utf-8", newline="") as handle:
+        return frozenset((row["paper"], row["table"]) for row in csv.DictReader(handle))
+
+
+def _check_paper_tables(config: dict) -> None:
+    datasets, methods = config["datasets"], config["methods"]
+    for name, spec in config.get("paper_tables", {}).items():
+        where = ["paper_tables", name]
+        if name in RESERVED_TABLES:
+            raise _fail(where, f"'{name}' is reserved (the {name} rule writes {name}.parquet)")
+        if (spec["paper"], spec["table"]) not in paper_table_keys():
+            raise _fail(
+                [*where, "table"],
+                f"paper_tables.csv has no table '{spec['table']}' of paper '{spec['paper']}'",
+            )
+        for i, dataset in enumerate(spec["datasets"]):
+            if dataset not in datasets:
+                known = ", ".join(sorted(datasets)) or "none"
+                raise _fail(
+                    [*where, "datasets", i], f"unknown dataset '{dataset}' (defined: {known})"
+                )
+        for label, row in spec["rows"].items():
+            method = row["method"]
+            if method is None:
+                continue
+            if method not in methods:
+                known = ", ".join(sorted(methods)) or "none"
+                raise _fail(
+                    [*where, "rows", label, "method"],
+                    f"unknown methods entry '{method}' (defined: {known})",
+                )
+            if not set(methods[method]["presets"]) & set(spec["datasets"]):
+                raise _fail(
+                    [*where, "rows", label, "method"],
+                    f"methods entry '{method}' has no preset for any of the table's datasets",
+                )
+
+
 def validate_config(config: Mapping) -> dict:
     """Return a validated copy of `config` with defaults filled in; raise ConfigError."""
     from jsonschema import Draft202012Validator
@@ -191,6 +239,7 @@ def validate_config(config: Mapping) -> dict:
     if error is not None:
         raise _schema_error(error)
     _check_references(out)
+    _check_paper_tables(out)
     return out
 
 
@@ -223,5 +272,56 @@ def table2_spec(config: Mapping) -> dict:
         },
         "methods": list(bench["methods"]),
         "baselines": list(bench.get("baselines", [])),
+        "entries": {m: _entry(config, m) for m in bench["methods"]},
+        "config_hash": config_hash(config),
+    }
+
+
+def _entry(config: Mapping, method: str, datasets: Iterable[str] | None = None) -> dict:
+    """What a table needs of a methods entry: its row label and presets (which name the model),
+    those of `datasets` only when given."""
+    entry = config["methods"][method]
+    presets = entry["presets"]
+    if datasets is not None:
+        presets = {d: presets[d] for d in datasets if d in presets}
+    return {"name": entry.get("name"), "presets": dict(presets)}
+
+
+def paper_table_runs(config: Mapping, name: str) -> list[tuple[str, str]]:
+    """(dataset, method) pairs whose metrics paper table `name` reads: every row with a methods
+    entry, on each of the table's datasets the entry has a preset for."""
+    spec = config["paper_tables"][name]
+    runs = []
+    for dataset in spec["datasets"]:
+        for row in spec["rows"].values():
+            method = row["method"]
+            if method is not None and dataset in config["methods"][method]["presets"]:
+                runs.append((dataset, method))
+    return list(dict.fromkeys(runs))
+
+
+def paper_table_spec(config: Mapping, name: str) -> dict:
+    """The spec handed to `animbench table paper` (tables.write_paper_table)."""
+    spec = config["paper_tables"][name]
+    return {
+        "name": name,
+        "paper": spec["paper"],
+        "table": spec["table"],
+        "datasets": {
+            d: {
+                "paper_name": config["datasets"][d].get("paper_name"),
+                "metrics": metrics_for(config["datasets"][d]),
+            }
+            for d in spec["datasets"]
+        },
+        "rows": [
+            {
+                "label": label,
+                "method": row["method"],
+                "note": row.get("note"),
+                "entry": _entry(config, row["method"], spec["datasets"]) if row["method"] else None,
+            }
+            for label, row in spec["rows"].items()
+        ],
         "config_hash": config_hash(config),
     }

@@ -10,7 +10,7 @@ value is NaN unless it was measured in this run.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
@@ -20,9 +20,10 @@ import numpy as np
 import pandas as pd
 
 import animbench
-from animbench.errors import ConfigError, DataError
+from animbench.errors import ConfigError, DataError, NotImplementedYet
 from animbench.evaluate.flops import network_flops
 from animbench.evaluate.metrics import aggregate, typed_frame, write_parquet_atomic
+from animbench.models import registry
 from animbench.models.registry import METHOD_NAMES, PLANNED, is_implemented
 
 COLUMNS = [
@@ -50,6 +51,7 @@ COLUMNS = [
 ]
 FLOAT_COLUMNS = ["value", "paper_value", "delta"]
 INT_COLUMNS = ["n_videos", "n_frames"]
+METRICS = ("L1", "AKD", "MKR", "AED")  # the papers' column order
 
 MTIA = "mtia_eccv2022"
 TABLE2_METHODS = ["fomm", "mraa", "mtia"]  # MTIA's Table 2, in the paper's order
@@ -82,13 +84,47 @@ TABLE1_DIFFERENCES = {
 
 
 def method_name(method: str) -> str:
-    """The paper's display name of a method key (fomm -> FOMM)."""
+    """The paper's display name of a model key (fomm -> FOMM)."""
     return METHOD_NAMES.get(method, method)
 
 
-def not_implemented_note(method: str) -> str:
+def not_implemented_note(model: str) -> str:
     """'MRAA is not implemented yet (issue 4)', with the issue the registry plans it in."""
-    return f"{method_name(method)} is not implemented yet ({PLANNED.get(method, '?')})"
+    return f"{method_name(model)} is not implemented yet ({PLANNED.get(model, '?')})"
+
+
+def preset_model(preset: str) -> str:
+    """The model a preset builds (cpabmm-taichi256-cpab -> cpabmm).
+
+    Presets of a planned model are not registered until the model lands (get_preset raises
+    NotImplementedYet); their model is the name's prefix, which is how the registry reads it.
+    An unknown preset of no planned model is a config mistake and raises ConfigError.
+    """
+    try:
+        return registry.get_preset(preset)["model"]
+    except NotImplementedYet:
+        return preset.split("-")[0]
+
+
+def entry_model(method: str, entry: Mapping | None, dataset: str | None = None) -> str:
+    """The model behind a config `methods` entry: a variant key (cpabmm-cpab) is an experiment,
+    not a model, so the model comes from its preset (the dataset's, else any). Without an
+    entry (baselines, bare keys) the key is the model."""
+    presets = dict((entry or {}).get("presets") or {})
+    preset = presets.get(dataset) if dataset else None
+    preset = preset or next(iter(presets.values()), None)
+    return preset_model(preset) if preset else method
+
+
+def display_name(method: str, entry: Mapping | None = None) -> str:
+    """A methods entry's row label: its `name`; a model key's paper name (fomm -> FOMM); else
+    the model's paper name with the key, so an unnamed variant never poses as the model."""
+    if entry and entry.get("name"):
+        return str(entry["name"])
+    if method in METHOD_NAMES or not entry:
+        return method_name(method)
+    model = entry_model(method, entry)
+    return f"{method_name(model)} ({method})" if model != method else method
 
 
 def paper_values() -> pd.DataFrame:
@@ -131,11 +167,18 @@ def _provenance(config_hash: str | None) -> dict[str, Any]:
 
 
 def _blank_row(
-    table: str, dataset: str, paper_dataset, method: str, metric: str, paper_value, prov: dict
+    table: str,
+    dataset: str,
+    paper_dataset,
+    method: str,
+    metric: str,
+    paper_value,
+    prov: dict,
+    paper: str = MTIA,
 ) -> dict[str, Any]:
-    """A row of MTIA's table with no measurement yet; other columns default to missing."""
+    """A table row with no measurement yet; other columns default to missing."""
     return {
-        "paper": MTIA,
+        "paper": paper,
         "table": table,
         "dataset": dataset,
         "paper_dataset": paper_dataset,
@@ -208,21 +251,77 @@ def _detector_label(group: pd.DataFrame, prefix: str) -> str | None:
     return ", ".join(sorted(labels)) or None
 
 
+def _measure(
+    row: dict[str, Any],
+    group: pd.DataFrame | None,
+    agg: dict[str, tuple[float, int, int]],
+    metric: str,
+    paper_name: str | None,
+    notes: list[str],
+) -> bool:
+    """Fill a row from one (dataset, method)'s metrics: value, counts, delta, provenance and
+    comparability notes ("measured"), or "not computed" when the run lacks the metric's
+    backend. False when there are no metrics at all."""
+    if group is None:
+        return False
+    row["checkpoint_sha256"] = _unique(group.get("checkpoint_sha256"))
+    row["keypoint_detector"] = _unique(group.get("keypoint_detector"))
+    row["identity_embedder"] = _unique(group.get("identity_embedder"))
+    labels = [
+        f"{kind}: {label}"
+        for kind in ("keypoint", "identity")
+        if (label := _detector_label(group, kind))
+    ]
+    row["detector_versions"] = "; ".join(labels) or None
+    if metric in agg:
+        value, n_videos, n_frames = agg[metric]
+        row.update(value=value, n_videos=n_videos, n_frames=n_frames)
+        row["status"] = "measured"
+        row["delta"] = value - row["paper_value"]
+        if metric != "L1" and paper_name:
+            kind = "keypoint" if metric in ("AKD", "MKR") else "identity"
+            label = _detector_label(group, kind) or "an unnamed detector"
+            notes.append(
+                f"{metric} uses {label}: protocol-compatible, not identical to the "
+                "paper's detectors"
+            )
+        warnings = _unique(group.get("warnings"))
+        if warnings:
+            notes.append(f"reconstruction warnings: {warnings}")
+    else:
+        row["status"] = "not computed"
+        backend = "keypoint detector" if metric in ("AKD", "MKR") else "identity embedder"
+        notes.append(f"{metric} was not computed in this run (no {backend} configured)")
+    return True
+
+
+def _groups(df: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
+    return {key: g for key, g in df.groupby(["dataset", "method"], sort=False)} if len(df) else {}
+
+
+def _check_metrics(where: str, dataset: str, wanted: Sequence[str]) -> None:
+    unknown = [m for m in wanted if m not in METRICS]
+    if unknown:
+        raise ConfigError(f"{where}.datasets.{dataset}.metrics: unknown metric {unknown[0]}")
+
+
 def write_table2(metrics: Sequence[str | Path], spec: dict, out: str | Path) -> pd.DataFrame:
     """MTIA's Table 2 (paper mtia_eccv2022, table2) from per-video metrics files.
 
     Rows: every spec dataset × (FOMM, MRAA, MTIA ∪ spec methods ∪ baselines ∪ measured) × the
     dataset's metrics. Dataset and method come from the metrics rows, not the file names.
     `spec` = {"datasets": {name: {"paper_name": str|None, "metrics": [...]}}, "methods": [...],
-    "baselines": [...], "config_hash": str}.
+    "baselines": [...], "entries": {method: its config `methods` entry}, "config_hash": str};
+    an entry gives a variant key its row label (`name`) and model (from its presets).
     """
     datasets = spec.get("datasets")
     if not isinstance(datasets, dict) or not datasets:
         raise ConfigError("table2.datasets: expected a non-empty mapping of datasets")
     run_methods = list(spec.get("methods") or [])
     baselines = list(spec.get("baselines") or [])
+    entries = dict(spec.get("entries") or {})
     df = _read_metrics(metrics)
-    groups = {key: g for key, g in df.groupby(["dataset", "method"], sort=False)} if len(df) else {}
+    groups = _groups(df)
     measured_methods = [m for _, m in groups]
     methods = list(dict.fromkeys(TABLE2_METHODS + run_methods + baselines + measured_methods))
     paper = _paper_lookup(MTIA, "table2")
@@ -233,64 +332,114 @@ def write_table2(metrics: Sequence[str | Path], spec: dict, out: str | Path) -> 
         dspec = dspec or {}
         paper_name = dspec.get("paper_name")
         wanted = list(dspec.get("metrics") or ["L1"])
-        unknown = [m for m in wanted if m not in ("L1", "AKD", "MKR", "AED")]
-        if unknown:
-            raise ConfigError(f"table2.datasets.{dataset}.metrics: unknown metric {unknown[0]}")
+        _check_metrics("table2", dataset, wanted)
         for method in methods:
-            display = method_name(method)
+            display = display_name(method, entries.get(method))
             group = groups.get((dataset, method))
             agg = aggregate(group) if group is not None else {}
-            implemented = is_implemented(method)
             for metric in wanted:
                 paper_value = (
                     paper.get((paper_name, display, metric), np.nan) if paper_name else np.nan
                 )
                 row = _blank_row("table2", dataset, paper_name, display, metric, paper_value, prov)
-                notes = []
-                if group is not None:
-                    row["checkpoint_sha256"] = _unique(group.get("checkpoint_sha256"))
-                    row["keypoint_detector"] = _unique(group.get("keypoint_detector"))
-                    row["identity_embedder"] = _unique(group.get("identity_embedder"))
-                    labels = [
-                        f"{kind}: {label}"
-                        for kind in ("keypoint", "identity")
-                        if (label := _detector_label(group, kind))
-                    ]
-                    row["detector_versions"] = "; ".join(labels) or None
-                if metric in agg:
-                    value, n_videos, n_frames = agg[metric]
-                    row.update(value=value, n_videos=n_videos, n_frames=n_frames)
-                    row["status"] = "measured"
-                    row["delta"] = value - paper_value
-                    if metric != "L1" and paper_name:
-                        kind = "keypoint" if metric in ("AKD", "MKR") else "identity"
-                        label = _detector_label(group, kind) or "an unnamed detector"
-                        notes.append(
-                            f"{metric} uses {label}: protocol-compatible, not identical to the "
-                            "paper's detectors"
-                        )
-                    warnings = _unique(group.get("warnings"))
-                    if warnings:
-                        notes.append(f"reconstruction warnings: {warnings}")
-                elif group is not None:
-                    row["status"] = "not computed"
-                    backend = (
-                        "keypoint detector" if metric in ("AKD", "MKR") else "identity embedder"
-                    )
-                    notes.append(f"{metric} was not computed in this run (no {backend} configured)")
-                elif not implemented:
-                    row["status"] = "not implemented"
-                    notes.append(not_implemented_note(method))
-                elif method not in run_methods + baselines:
-                    row["status"] = "not run"
-                    notes.append(f"{display} is not part of this run")
-                else:
-                    row["status"] = "missing"
-                    notes.append(f"no metrics file for {dataset}/{method} was given")
+                notes: list[str] = []
+                if not _measure(row, group, agg, metric, paper_name, notes):
+                    model = entry_model(method, entries.get(method), dataset)
+                    if not is_implemented(model):
+                        row["status"] = "not implemented"
+                        notes.append(not_implemented_note(model))
+                    elif method not in run_methods + baselines:
+                        row["status"] = "not run"
+                        notes.append(f"{display} is not part of this run")
+                    else:
+                        row["status"] = "missing"
+                        notes.append(f"no metrics file for {dataset}/{method} was given")
                 if not paper_name:
                     notes.append("synthetic dataset: no paper value")
                 elif np.isnan(paper_value):
                     notes.append(f"the paper reports no {metric} for {display} on {paper_name}")
+                row["note"] = "; ".join(notes)
+                rows.append(row)
+    return _finish(rows, out)
+
+
+def write_paper_table(metrics: Sequence[str | Path], spec: dict, out: str | Path) -> pd.DataFrame:
+    """A paper's results table (config `paper_tables`) from per-video metrics files.
+
+    `spec` (config.paper_table_spec) = {"name", "paper", "table", "datasets": {name:
+    {"paper_name", "metrics"}}, "rows": [{"label", "method", "note", "entry"}], "config_hash"}.
+    Each row is labelled as in the paper; its `method` is a config methods entry (its `entry`
+    gives presets and display name) or None for a paper method animbench does not have (status
+    "not available", `note` says why). A (row, dataset) is listed when the paper reports it or
+    the entry has a preset for the dataset; metrics are the dataset's configured ones plus any
+    the paper reports, in the paper's order (mgif: L1 only).
+    """
+    where = f"paper_tables.{spec.get('name') or '?'}"
+    datasets = spec.get("datasets")
+    if not isinstance(datasets, dict) or not datasets:
+        raise ConfigError(f"{where}.datasets: expected a non-empty mapping of datasets")
+    table_rows = spec.get("rows")
+    if not isinstance(table_rows, list) or not table_rows:
+        raise ConfigError(f"{where}.rows: expected a non-empty list of rows")
+    paper_key, table_key = spec.get("paper"), spec.get("table")
+    paper = _paper_lookup(str(paper_key), str(table_key))
+    if not paper:
+        raise ConfigError(f"{where}: paper_tables.csv has no table {table_key} of {paper_key}")
+    groups = _groups(_read_metrics(metrics))
+    prov = _provenance(spec.get("config_hash"))
+
+    rows: list[dict[str, Any]] = []
+    for dataset, dspec in datasets.items():
+        dspec = dspec or {}
+        paper_name = dspec.get("paper_name")
+        configured = list(dspec.get("metrics") or ["L1"])
+        _check_metrics(where, dataset, configured)
+        for trow in table_rows:
+            label, method = str(trow["label"]), trow.get("method")
+            entry = trow.get("entry") or {}
+            preset = (entry.get("presets") or {}).get(dataset) if method else None
+            reported = [m for m in METRICS if (paper_name, label, m) in paper]
+            if preset is None and not reported:
+                continue  # neither the paper nor this run has anything for it
+            group = groups.get((dataset, method)) if method else None
+            agg = aggregate(group) if group is not None else {}
+            for metric in [m for m in METRICS if m in configured or m in reported]:
+                paper_value = paper.get((paper_name, label, metric), np.nan)
+                row = _blank_row(
+                    str(table_key),
+                    dataset,
+                    paper_name,
+                    label,
+                    metric,
+                    paper_value,
+                    prov,
+                    str(paper_key),
+                )
+                notes: list[str] = []
+                if method is None:
+                    row["status"] = "not available"
+                    notes.append(trow.get("note") or f"animbench has no {label}")
+                elif preset is None:
+                    row["status"] = "not available"
+                    notes.append(f"methods entry {method} has no preset for {dataset}")
+                else:
+                    display = display_name(method, entry)
+                    named = f" ({display})" if display != label else ""
+                    notes.append(f"methods entry {method}{named}, preset {preset}")
+                    if trow.get("note"):
+                        notes.append(trow["note"])
+                    if not _measure(row, group, agg, metric, paper_name, notes):
+                        model = preset_model(preset)
+                        if not is_implemented(model):
+                            row["status"] = "not implemented"
+                            notes.append(not_implemented_note(model))
+                        else:
+                            row["status"] = "missing"
+                            notes.append(f"no metrics file for {dataset}/{method} was given")
+                if not paper_name:
+                    notes.append("synthetic dataset: no paper value")
+                elif np.isnan(paper_value):
+                    notes.append(f"the paper reports no {metric} for {label} on {paper_name}")
                 row["note"] = "; ".join(notes)
                 rows.append(row)
     return _finish(rows, out)
