@@ -15,7 +15,9 @@ Quirks handled:
   `optional_networks` (TPSMM's avd_network: files written before the AVD stage). Every other
   network of the preset must be in the file.
 - TPSMM files hold `optimizer`, `optimizer_bg_predictor` and `optimizer_avd`: ignored, as
-  every optimiser state.
+  every optimiser state. CPABMM's logger writes the same layout (no CPABMM checkpoint is
+  published; a file of theirs would load through the same path, its libcpab objects hold no
+  tensors).
 - Optimiser states may hold numpy scalars: the file is read with ``weights_only=True`` and,
   only if that fails on numpy globals, again with exactly those numpy types allowed.
 """

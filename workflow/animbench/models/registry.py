@@ -26,7 +26,7 @@ METHOD_NAMES = {
 }
 
 # methods planned in the workflow but not built yet, with the issue that builds them
-PLANNED = {"cpabmm": "issue 5"}
+PLANNED: dict[str, str] = {}
 
 
 def _build_fomm(model_params: dict) -> nn.Module:
@@ -53,11 +53,18 @@ def _build_tpsmm(model_params: dict) -> nn.Module:
     return TPSMM(**model_params)
 
 
+def _build_cpabmm(model_params: dict) -> nn.Module:
+    from animbench.models.cpabmm import CPABMM
+
+    return CPABMM(**model_params)
+
+
 MODEL_BUILDERS: dict[str, Callable[[dict], nn.Module]] = {
     "fomm": _build_fomm,
     "mraa": _build_mraa,
     "mtia": _build_mtia,
     "tpsmm": _build_tpsmm,
+    "cpabmm": _build_cpabmm,
 }
 
 

@@ -497,7 +497,7 @@ class TPSMM(nn.Module):
         self.bg_predictor = (
             BGMotionPredictor(num_channels, **(bg_predictor_params or {})) if bg else None
         )
-        self.dense_motion_network = DenseMotionNetwork(
+        self.dense_motion_network = self.build_dense_motion_network(
             num_tps=num_tps,
             num_channels=num_channels,
             bg=bg,
@@ -512,6 +512,10 @@ class TPSMM(nn.Module):
             if avd_network_params is not None
             else None
         )
+
+    def build_dense_motion_network(self, **params) -> DenseMotionNetwork:
+        """The dense motion network; a model with other transforms (CPABMM) overrides it."""
+        return DenseMotionNetwork(**params)
 
     @property
     def networks(self) -> dict[str, nn.Module]:

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from animbench.models.blocks import ImagePyramid, make_coordinate_grid
+from animbench.train.cpab_objective import CPABObjective
 from animbench.train.losses import (
     PerceptualPyramidLoss,
     discriminator_gan_loss,
@@ -140,10 +141,12 @@ OBJECTIVES = {
     "mraa": RegionObjective,
     "mtia": MotionTransformerObjective,
     "tpsmm": TPSObjective,
+    "cpabmm": CPABObjective,
 }
 
 # second-stage (animation via disentanglement) objectives, for presets with train_avd_params
 AVD_OBJECTIVES = {
     "mraa": AVDObjective,
     "tpsmm": TPSAVDObjective,
+    "cpabmm": TPSAVDObjective,  # CPABMM's AVD network and stage are TPSMM's
 }
