@@ -7,31 +7,14 @@ Runs in a copy of the repository so a developer's own results/ is left alone.
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from ci_support import run_profile, snakemake
+from ci_support import table_value as _value
 
 pytestmark = pytest.mark.slow
-
-
-def _snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", *args],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=check,
-    )
-
 
 _FAILURE: list[str] = []  # a failed run fails every test once, without running again
 
@@ -40,32 +23,16 @@ _FAILURE: list[str] = []  # a failed run fails every test once, without running 
 def ci_run(tmp_path_factory) -> Path:
     if _FAILURE:
         pytest.fail(_FAILURE[0])
-    workdir = tmp_path_factory.mktemp("ci") / "repo"
-    shutil.copytree(
-        REPO,
-        workdir,
-        ignore=shutil.ignore_patterns(
-            ".git", ".venv", "results", "resources", ".snakemake", "__pycache__", "*.egg-info"
-        ),
-    )
-    result = _snakemake(
-        workdir,
-        "--profile",
+    workdir, failure = run_profile(
+        tmp_path_factory.mktemp("ci"),
         "profiles/ci",
         "results/table2.parquet",
         "results/table1.parquet",
-        check=False,
     )
-    if result.returncode != 0:
-        _FAILURE.append(f"CI benchmark failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
-        pytest.fail(_FAILURE[0])
+    if failure:
+        _FAILURE.append(failure)
+        pytest.fail(failure)
     return workdir
-
-
-def _value(table: pd.DataFrame, dataset: str, method: str, metric: str) -> float:
-    row = table[(table.dataset == dataset) & (table.method == method) & (table.metric == metric)]
-    assert len(row) == 1, f"expected one row for {dataset}/{method}/{metric}, got {len(row)}"
-    return float(row.value.iloc[0])
 
 
 METHODS = ("FOMM", "MRAA", "MTIA")
@@ -128,7 +95,7 @@ def test_table1_exact_fomm_counts(ci_run: Path):
 
 
 def test_rerun_does_nothing(ci_run: Path):
-    result = _snakemake(ci_run, "--profile", "profiles/ci", "-n", "results/table2.parquet")
+    result = snakemake(ci_run, "--profile", "profiles/ci", "-n", "results/table2.parquet")
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
@@ -136,7 +103,7 @@ def test_interrupted_run_redoes_only_unfinished_jobs(ci_run: Path):
     # as if the run had stopped before one metrics job and the table: only they are redone
     (ci_run / "results/metrics/synthetic-face/fomm.parquet").unlink()
     (ci_run / "results/table2.parquet").unlink()
-    result = _snakemake(ci_run, "--profile", "profiles/ci", "-n", "results/table2.parquet")
+    result = snakemake(ci_run, "--profile", "profiles/ci", "-n", "results/table2.parquet")
     plan = result.stdout
     assert "metrics" in plan and "table2" in plan
     for heavy in ("rule train", "rule synthetic", "rule reconstruct"):

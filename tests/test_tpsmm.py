@@ -513,7 +513,7 @@ def test_a_few_steps_lower_the_loss():
         optimizer.zero_grad()
         sum(losses.values()).backward()
         optimizer.step()
-        values.append(float(losses["perceptual"] + losses["l1"]))
+        values.append(float((losses["perceptual"] + losses["l1"]).detach()))
     assert values[-1] < values[0]
 
 
