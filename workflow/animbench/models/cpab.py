@@ -200,7 +200,9 @@ class Tessellation:
 
     def __init__(self, nc: int, zero_boundary: bool = False, volume_preservation: bool = False):
         if zero_boundary:
-            raise NotImplementedError("only zero_boundary=False (valid outside), as CPABMM uses")
+            raise ValueError(
+                "zero_boundary=True is not supported: only the field valid outside the domain, as CPABMM uses"
+            )
         self.nc = int(nc)
         self.num_triangles = 4 * self.nc * self.nc
         self.volume_preservation = volume_preservation

@@ -9,6 +9,8 @@ regions from the source regions (identity) and randomly rescaled driving regions
 
 from __future__ import annotations
 
+import abc
+
 import torch
 from torch import nn
 
@@ -107,44 +109,62 @@ def random_scale(
     }
 
 
-class AVDObjective(nn.Module):
-    """MRAA stage 2: L1 between the AVD reconstruction and the driving regions,
-    λ_shift·mean|μ − μ̂| + λ_affine·mean|A − Â|. The region predictor is frozen (no gradient,
-    eval mode for its BatchNorm statistics)."""
+class AVDStageObjective(nn.Module, abc.ABC):
+    """The AVD stage (MRAA, TPSMM, CPABMM): the AVD network rebuilds the driving motion from the
+    source motion (identity) and a randomly rescaled driving motion (pose). The motion
+    estimator is frozen (no gradient, eval mode for its BatchNorm statistics). Subclasses name
+    the estimator, the rescaling and the reconstruction losses."""
 
     use_gan = False
     trained_networks = ("avd_network",)
+    estimator = "region_predictor"
 
     def __init__(self, model: nn.Module, train_avd_params: dict):
         super().__init__()
         if model.avd_network is None:
             raise ValueError("the model has no AVD network (avd_network_params)")
+        self.params = train_avd_params
         self.random_scale = train_avd_params["random_scale"]
-        self.lambda_shift = train_avd_params["lambda_shift"]
-        self.lambda_affine = train_avd_params["lambda_affine"]
 
     @property
     def warnings(self) -> list[str]:
         return []
 
+    @abc.abstractmethod
+    def rescale(self, motion: dict, generator: torch.Generator | None) -> dict:
+        """The driving motion as a pose of an object of another shape (the AVD input)."""
+
+    @abc.abstractmethod
+    def reconstruction_losses(self, truth: dict, rebuilt: dict) -> dict[str, torch.Tensor]:
+        """Weighted L1 terms between the driving motion and the AVD's reconstruction."""
+
     def losses(
         self, model, source, driving, generator: torch.Generator | None = None
     ) -> tuple[dict[str, torch.Tensor], dict]:
-        predictor = model.region_predictor
-        was_training = predictor.training
-        predictor.eval()
+        estimator = getattr(model, self.estimator)
+        was_training = estimator.training
+        estimator.eval()
         try:
             with torch.no_grad():
-                regions_id = predictor(source)
-                regions_pose_gt = predictor(driving)
-                regions_pose = random_scale(regions_pose_gt, self.random_scale, generator)
+                motion_id = estimator(source)
+                motion_pose_gt = estimator(driving)
+                motion_pose = self.rescale(motion_pose_gt, generator)
         finally:
-            predictor.train(was_training)
-        rec = model.avd_network(regions_id, regions_pose)
-        losses = {
-            "reconstruction_shift": self.lambda_shift
-            * (regions_pose_gt["shift"] - rec["shift"]).abs().mean(),
-            "reconstruction_affine": self.lambda_affine
-            * (regions_pose_gt["affine"] - rec["affine"]).abs().mean(),
+            estimator.train(was_training)
+        rebuilt = model.avd_network(motion_id, motion_pose)
+        return self.reconstruction_losses(motion_pose_gt, rebuilt), rebuilt
+
+
+class AVDObjective(AVDStageObjective):
+    """MRAA stage 2: λ_shift·mean|μ − μ̂| + λ_affine·mean|A − Â| on the regions."""
+
+    def rescale(self, motion: dict, generator: torch.Generator | None) -> dict:
+        return random_scale(motion, self.random_scale, generator)
+
+    def reconstruction_losses(self, truth: dict, rebuilt: dict) -> dict[str, torch.Tensor]:
+        return {
+            "reconstruction_shift": self.params["lambda_shift"]
+            * (truth["shift"] - rebuilt["shift"]).abs().mean(),
+            "reconstruction_affine": self.params["lambda_affine"]
+            * (truth["affine"] - rebuilt["affine"]).abs().mean(),
         }
-        return losses, rec

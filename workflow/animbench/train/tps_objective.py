@@ -18,6 +18,7 @@ from torch import nn
 
 from animbench.models.tpsmm import TPS
 from animbench.train.losses import PerceptualPyramidLoss
+from animbench.train.region_objective import AVDStageObjective
 
 GENERATOR_SIDE = ("inpainting_network", "dense_motion_network", "kp_detector", "bg_predictor")
 
@@ -131,37 +132,14 @@ def random_scale_keypoints(
     return {"fg_kp": fg_kp * factors.to(fg_kp)}
 
 
-class TPSAVDObjective(nn.Module):
-    """TPSMM stage 2: λ_shift·mean|kp_d − AVD(kp_s, scaled kp_d)| with the kp detector frozen
-    (no gradient, eval mode for its BatchNorm statistics)."""
+class TPSAVDObjective(AVDStageObjective):
+    """TPSMM stage 2: λ_shift·mean|kp_d − AVD(kp_s, scaled kp_d)| on the keypoints."""
 
-    use_gan = False
-    trained_networks = ("avd_network",)
+    estimator = "kp_detector"
 
-    def __init__(self, model: nn.Module, train_avd_params: dict):
-        super().__init__()
-        if model.avd_network is None:
-            raise ValueError("the model has no AVD network (avd_network_params)")
-        self.random_scale = train_avd_params["random_scale"]
-        self.lambda_shift = train_avd_params["lambda_shift"]
+    def rescale(self, motion: dict, generator: torch.Generator | None) -> dict:
+        return random_scale_keypoints(motion, self.random_scale, generator)
 
-    @property
-    def warnings(self) -> list[str]:
-        return []
-
-    def losses(
-        self, model, source, driving, generator: torch.Generator | None = None
-    ) -> tuple[dict[str, torch.Tensor], dict]:
-        detector = model.kp_detector
-        was_training = detector.training
-        detector.eval()
-        try:
-            with torch.no_grad():
-                kp_id = detector(source)
-                kp_pose_gt = detector(driving)
-                kp_pose = random_scale_keypoints(kp_pose_gt, self.random_scale, generator)
-        finally:
-            detector.train(was_training)
-        rec = model.avd_network(kp_id, kp_pose)
-        value = (kp_pose_gt["fg_kp"] - rec["fg_kp"]).abs().mean()
-        return {"reconstruction_kp": self.lambda_shift * value}, rec
+    def reconstruction_losses(self, truth: dict, rebuilt: dict) -> dict[str, torch.Tensor]:
+        value = (truth["fg_kp"] - rebuilt["fg_kp"]).abs().mean()
+        return {"reconstruction_kp": self.params["lambda_shift"] * value}
