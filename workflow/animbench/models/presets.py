@@ -181,6 +181,20 @@ PRESETS["fomm-synthetic-body"] = merge(
 )
 
 
+def _synthetic_body(preset: str, model: str) -> dict:
+    """A small synthetic preset for the bodies: fomm-synthetic-body's longer schedule."""
+    return merge(
+        PRESETS[preset],
+        {
+            "note": f"small {model} for the 64×64 synthetic bodies (CPU, minutes; 750 steps)",
+            "train_params": {
+                key: PRESETS["fomm-synthetic-body"]["train_params"][key]
+                for key in ("num_epochs", "epoch_milestones")
+            },
+        },
+    )
+
+
 def _fomm_switches(jacobian: bool, occlusion: bool, scales: list, equivariance_jacobian: float):
     """Overrides for FOMM's ablation switches: Jacobians (J_k = I otherwise, Eq. 4), occlusion
     map (O = 1 otherwise, Eq. 8), perceptual-loss scales, the Jacobian-equivariance weight."""
@@ -390,16 +404,7 @@ PRESETS["mraa-synthetic"] = _mraa(
     train_avd={"num_epochs": 3, "num_repeats": 10, "epoch_milestones": [2], "batch_size": 8},
     dataset={"frame_shape": [64, 64, 3], "id_sampling": False},
 )
-PRESETS["mraa-synthetic-body"] = merge(
-    PRESETS["mraa-synthetic"],
-    {
-        "note": "small MRAA for the 64×64 synthetic bodies (CPU, minutes; 750 steps)",
-        "train_params": {
-            key: PRESETS["fomm-synthetic-body"]["train_params"][key]
-            for key in ("num_epochs", "epoch_milestones")
-        },
-    },
-)
+PRESETS["mraa-synthetic-body"] = _synthetic_body("mraa-synthetic", "MRAA")
 
 
 # --- MTIA (Tao et al., ECCV'22): the authors' config/{voxceleb1,taichi256,ted384,mgif256}.yaml
@@ -547,16 +552,7 @@ PRESETS["mtia-synthetic"]["model_params"]["kp_detector_params"] = merge(  # not 
         "heads": 4,
     },
 )
-PRESETS["mtia-synthetic-body"] = merge(
-    PRESETS["mtia-synthetic"],
-    {
-        "note": "small MTIA for the 64×64 synthetic bodies (CPU, minutes; 750 steps)",
-        "train_params": {
-            key: PRESETS["fomm-synthetic-body"]["train_params"][key]
-            for key in ("num_epochs", "epoch_milestones")
-        },
-    },
-)
+PRESETS["mtia-synthetic-body"] = _synthetic_body("mtia-synthetic", "MTIA")
 
 
 # --- TPSMM (Zhao & Zhang, CVPR'22): the authors' config/{vox,taichi,ted,mgif}-*.yaml
@@ -715,16 +711,7 @@ PRESETS["tpsmm-synthetic"] = _tpsmm(
     train_avd={"num_epochs": 3, "num_repeats": 10, "epoch_milestones": [2], "batch_size": 8},
     dataset={"frame_shape": [64, 64, 3], "id_sampling": False},
 )
-PRESETS["tpsmm-synthetic-body"] = merge(
-    PRESETS["tpsmm-synthetic"],
-    {
-        "note": "small TPSMM for the 64×64 synthetic bodies (CPU, minutes; 750 steps)",
-        "train_params": {
-            key: PRESETS["fomm-synthetic-body"]["train_params"][key]
-            for key in ("num_epochs", "epoch_milestones")
-        },
-    },
-)
+PRESETS["tpsmm-synthetic-body"] = _synthetic_body("tpsmm-synthetic", "TPSMM")
 
 
 # --- CPABMM (Wang et al., AAAI'24): TPSMM with CPAB transforms, the authors'
