@@ -35,7 +35,7 @@ def ci_run(tmp_path_factory) -> Path:
     return workdir
 
 
-METHODS = ("FOMM", "MRAA", "MTIA")
+METHODS = ("FOMM", "MRAA", "MTIA", "TPSMM")
 
 
 def test_table2_has_finite_metrics_for_every_method(ci_run: Path):
