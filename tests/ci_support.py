@@ -26,17 +26,23 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
     )
 
 
+# the developer's environment, outputs and caches; only at the top (the package has a
+# resources/ folder of its own, which the copy needs)
+_TOP_LEVEL_IGNORED = {".git", ".venv", "results", "resources", ".snakemake"}
+
+
+def _ignore(folder: str, names: list[str]) -> set[str]:
+    ignored = {n for n in names if n == "__pycache__" or n.endswith(".egg-info")}
+    if Path(folder) == REPO:
+        ignored |= _TOP_LEVEL_IGNORED.intersection(names)
+    return ignored
+
+
 def run_profile(parent: Path, profile: str, *targets: str) -> tuple[Path, str | None]:
     """Copy the repository under `parent` and run `snakemake --profile profile targets`;
     returns the copy and, when the run failed, the tail of its output."""
     workdir = parent / "repo"
-    shutil.copytree(
-        REPO,
-        workdir,
-        ignore=shutil.ignore_patterns(
-            ".git", ".venv", "results", "resources", ".snakemake", "__pycache__", "*.egg-info"
-        ),
-    )
+    shutil.copytree(REPO, workdir, ignore=_ignore)
     result = snakemake(workdir, "--profile", profile, *targets, check=False)
     if result.returncode != 0:
         return workdir, f"{profile} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
