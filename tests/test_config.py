@@ -230,7 +230,7 @@ def test_shipped_config_validates(shipped):
 def test_ci_benchmark_validates_merged_over_shipped():
     config = load_config([REPO / "config.yaml", REPO / "profiles" / "ci" / "benchmark.yaml"])
     assert config["benchmark"]["datasets"] == ["synthetic-face", "synthetic-body"]  # lists replace
-    assert config["benchmark"]["methods"] == ["fomm", "mraa", "mtia"]
+    assert config["benchmark"]["methods"] == ["fomm", "mraa", "mtia", "tpsmm"]
     assert config["device"] == "cpu"
     assert config["resources"]["train"]["gpu"] == 0
     assert "vox" in config["datasets"]  # dicts merge
