@@ -305,6 +305,32 @@ def _check_metrics(where: str, dataset: str, wanted: Sequence[str]) -> None:
         raise ConfigError(f"{where}.datasets.{dataset}.metrics: unknown metric {unknown[0]}")
 
 
+def _unmeasured(
+    row: dict, notes: list[str], model: str, in_run: bool, label: str, dataset: str, method: str
+) -> None:
+    """Status and note of a row without a measurement: why there is no number."""
+    if not is_implemented(model):
+        row["status"] = "not implemented"
+        notes.append(not_implemented_note(model))
+    elif not in_run:
+        row["status"] = "not run"
+        notes.append(f"{label} is not part of this run")
+    else:
+        row["status"] = "missing"
+        notes.append(f"no metrics file for {dataset}/{method} was given")
+
+
+def _finish_row(
+    row: dict, notes: list[str], metric: str, label: str, paper_name, paper_value: float
+) -> None:
+    """Add the note on the paper value and join the row's notes."""
+    if not paper_name:
+        notes.append("synthetic dataset: no paper value")
+    elif np.isnan(paper_value):
+        notes.append(f"the paper reports no {metric} for {label} on {paper_name}")
+    row["note"] = "; ".join(notes)
+
+
 def write_table2(metrics: Sequence[str | Path], spec: dict, out: str | Path) -> pd.DataFrame:
     """MTIA's Table 2 (paper mtia_eccv2022, table2) from per-video metrics files.
 
@@ -345,20 +371,9 @@ def write_table2(metrics: Sequence[str | Path], spec: dict, out: str | Path) -> 
                 notes: list[str] = []
                 if not _measure(row, group, agg, metric, paper_name, notes):
                     model = entry_model(method, entries.get(method), dataset)
-                    if not is_implemented(model):
-                        row["status"] = "not implemented"
-                        notes.append(not_implemented_note(model))
-                    elif method not in run_methods + baselines:
-                        row["status"] = "not run"
-                        notes.append(f"{display} is not part of this run")
-                    else:
-                        row["status"] = "missing"
-                        notes.append(f"no metrics file for {dataset}/{method} was given")
-                if not paper_name:
-                    notes.append("synthetic dataset: no paper value")
-                elif np.isnan(paper_value):
-                    notes.append(f"the paper reports no {metric} for {display} on {paper_name}")
-                row["note"] = "; ".join(notes)
+                    in_run = method in run_methods + baselines
+                    _unmeasured(row, notes, model, in_run, display, dataset, method)
+                _finish_row(row, notes, metric, display, paper_name, paper_value)
                 rows.append(row)
     return _finish(rows, out)
 
@@ -429,18 +444,8 @@ def write_paper_table(metrics: Sequence[str | Path], spec: dict, out: str | Path
                     if trow.get("note"):
                         notes.append(trow["note"])
                     if not _measure(row, group, agg, metric, paper_name, notes):
-                        model = preset_model(preset)
-                        if not is_implemented(model):
-                            row["status"] = "not implemented"
-                            notes.append(not_implemented_note(model))
-                        else:
-                            row["status"] = "missing"
-                            notes.append(f"no metrics file for {dataset}/{method} was given")
-                if not paper_name:
-                    notes.append("synthetic dataset: no paper value")
-                elif np.isnan(paper_value):
-                    notes.append(f"the paper reports no {metric} for {label} on {paper_name}")
-                row["note"] = "; ".join(notes)
+                        _unmeasured(row, notes, preset_model(preset), True, label, dataset, method)
+                _finish_row(row, notes, metric, label, paper_name, paper_value)
                 rows.append(row)
     return _finish(rows, out)
 
