@@ -85,8 +85,10 @@ TINY_OVERRIDES = {
 }
 
 
-def train_tiny(data: Path, out: Path, cache: Path, seed: int = 0, overrides=None) -> Path:
-    from animbench.train.trainer import train
+def train_tiny(
+    data: Path, out: Path, cache: Path, seed: int = 0, overrides=None, options=None
+) -> Path:
+    from animbench.train.trainer import TrainOptions, train
 
     with offline_weights(cache), warnings.catch_warnings():
         warnings.filterwarnings("ignore", "VGG19 ImageNet weights unavailable")
@@ -98,6 +100,7 @@ def train_tiny(data: Path, out: Path, cache: Path, seed: int = 0, overrides=None
             out=out,
             device="cpu",
             seed=seed,
+            options=options or TrainOptions(image_every=2),
         )
 
 

@@ -49,8 +49,17 @@ def _cmd_data(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from animbench.train.trainer import train
+    from animbench.train.trainer import TrainOptions, train
 
+    options = TrainOptions(
+        precision=args.precision,
+        channels_last=args.channels_last,
+        compile=args.compile,
+        workers=args.workers,
+        image_every=args.image_every,
+        checkpoint_every=args.checkpoint_every,
+        tensorboard=not args.no_tensorboard,
+    )
     train(
         data=args.data,
         method=args.method,
@@ -59,6 +68,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         out=args.out,
         device=args.device,
         seed=args.seed,
+        options=options,
     )
 
 
@@ -173,6 +183,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", required=True)
     p.add_argument("--preset", required=True)
     p.add_argument("--overrides", type=_json, default={}, help="preset overrides as JSON")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "bf16", "fp32"],
+        help="bf16 autocast or fp32 (auto: bf16 on a CUDA GPU that supports it)",
+    )
+    p.add_argument(
+        "--channels-last",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="NHWC memory layout (auto: on CUDA)",
+    )
+    p.add_argument("--compile", action="store_true", help="torch.compile every network")
+    p.add_argument(
+        "--workers", type=int, default=None, help="data loader processes (default: the preset's)"
+    )
+    p.add_argument("--image-every", type=int, default=500, help="steps between image grids")
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        help="steps between resumable checkpoints, besides the preset's epochs (0: none)",
+    )
+    p.add_argument("--no-tensorboard", action="store_true", help="CSV log only")
     p.add_argument("--out", required=True, help="run folder; resumes from its last checkpoint")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
@@ -261,8 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     except AnimbenchError as exc:
         print(f"animbench {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"animbench {args.command}: interrupted; finished work is kept", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # the trainer's says where its state is
+        print(
+            f"animbench {args.command}: interrupted; {exc or 'finished work is kept'}",
+            file=sys.stderr,
+        )
         return 130
     return 0
 

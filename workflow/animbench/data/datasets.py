@@ -31,7 +31,9 @@ class FramePairs(Dataset):
         id_sampling: bool = False,
         num_repeats: int = 1,
         augmentation_params: dict | None = None,
+        seed: int | None = None,
     ):
+        self.seed = seed
         self.clips = list_clips(Path(root) / split)
         if not self.clips:
             raise DataError(f"{Path(root) / split}: no clips found")
@@ -55,8 +57,16 @@ class FramePairs(Dataset):
             self._lengths[clip] = num_frames(clip)
         return self._lengths[clip]
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        # numpy/random are seeded per worker by the DataLoader's generator (see trainer)
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        """An int index draws from the global numpy/random state; an (epoch, index) key with a
+        dataset seed draws from (seed, epoch, index) alone (the trainer's keys), so an item does
+        not depend on the process or worker that loads it, nor on where a run resumed."""
+        if isinstance(index, tuple):
+            epoch, index = index
+            if self.seed is not None:
+                key = np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0]
+                np.random.seed(int(key))
+                random.seed(int(key))
         choices = self.items[index % len(self.items)]
         clip = choices[np.random.randint(len(choices))]
         frame_indices = np.sort(np.random.choice(self._length(clip), size=2, replace=True))

@@ -1,23 +1,27 @@
 """The training loop shared by every model: the papers' schedule (epochs × repeats, Adam with
-betas (0.5, 0.999) per network, MultiStepLR at the epoch milestones), a resumable run folder,
-and a progress bar.
+betas (0.5, 0.999) per network, MultiStepLR at the epoch milestones), data parallel over
+torchrun's processes, an exact resume, and logs a researcher can watch.
 
 Run folder:
-    checkpoint-last.pt   resumable state, rewritten every `checkpoint_freq` epochs and on
-                         SIGTERM/SIGINT (so an interrupted run resumes where it stopped)
-    model.pt             final weights (written last: its presence means the run finished)
-    log.csv              one row per step: losses, learning rates, seconds (and the gradient
-                         norms before clipping of the networks in `clip_grad_norm`)
-    log-avd.csv          the same for the AVD stage (`train_avd_params`: MRAA, TPSMM)
-    train.json           summary: preset, steps, time, warnings (per stage with an AVD stage)
+    checkpoint-last.pt    resumable state (weights, optimisers, schedulers, epoch, batch within
+                          the epoch, step, every process's RNG states); rewritten every
+                          `checkpoint_freq` epochs, every `checkpoint_every` steps when set, and
+                          on SIGTERM / SIGUSR1 / SIGINT (then the run exits: rerun to resume)
+    checkpoint-prev.pt    the one before it; checkpoint-epoch<E>.pt the periodic ones; each with
+                          a .sha256: a corrupt file is set aside and the previous good one used
+    model.pt              final weights (written last: its presence means the run finished)
+    log.csv, log-avd.csv  one row per step: losses, learning rate, gradient norms, throughput
+    tensorboard/          the same scalars, and the image grids, for TensorBoard
+    grid-latest.png       source | driving | prediction | keypoints | occlusion, every
+    grids/                `image_every` steps
+    train.json            summary: preset, steps, time, options, warnings
 
-Presets may set `train_params.clip_grad_norm: {network: max_norm}` (MTIA's kp detector: 1) or
-`{network: {max_norm, norm_type}}` (TPSMM: 10 in the max norm, norm_type inf): each network's
-gradient norm is clipped after the backward pass, before its optimiser steps. `weight_decay`
-(TPSMM: 1e-4) goes to every Adam of the stage. Objectives that depend on the epoch (TPSMM's
-dropout schedule and bg_start) define `set_epoch(epoch)`, called before each step.
-Pretrained initialisations a model declares (`model.load_pretrained()`, MTIA's ImageNet HRNet)
-are loaded when a run starts, never when a model is built.
+A preset's `batch_size` is the paper's global batch, whatever the number of processes. Per
+preset: `clip_grad_norm: {network: max_norm | {max_norm, norm_type}}` (MTIA's kp detector,
+TPSMM), `weight_decay` (TPSMM), objectives' `set_epoch(epoch)` (TPSMM's dropout schedule), and
+`train_avd_params` for the second stage (MRAA, TPSMM: the AVD network alone, the motion
+estimator frozen). Pretrained initialisations (`model.load_pretrained()`, MTIA's ImageNet
+HRNet) are loaded when a run starts, never when a model is built.
 """
 
 from __future__ import annotations
@@ -26,10 +30,15 @@ import json
 import random
 import signal
 import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -38,7 +47,51 @@ from animbench.data.datasets import FramePairs
 from animbench.errors import ConfigError
 from animbench.models.registry import build, get_preset
 from animbench.train import checkpoint
-from animbench.train.objectives import OBJECTIVES
+from animbench.train.distributed import Distributed, PairBatchSampler, synchronise_batch_norm
+from animbench.train.logging import RunLogger, training_grid
+from animbench.train.objectives import AVD_OBJECTIVES, OBJECTIVES
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """A stop signal was honoured: the state is saved; rerunning the same command resumes."""
+
+
+@dataclass
+class TrainOptions:
+    """How to run, not what to train (results do not depend on them beyond float rounding).
+
+    precision      "bf16" autocast or "fp32"; "auto" = bf16 on a CUDA GPU that supports it
+    channels_last  NHWC memory layout for the convolutions; "auto" = on CUDA
+    compile        torch.compile every network (off by default: not yet measured on a GPU)
+    workers        DataLoader worker processes (None: the preset's num_workers, else 0)
+    image_every    steps between image grids (0: none)
+    checkpoint_every  steps between resumable checkpoints besides the epoch ones (0: none)
+    tensorboard    write TensorBoard event files beside the CSV log
+    """
+
+    precision: str = "auto"
+    channels_last: str = "auto"
+    compile: bool = False
+    workers: int | None = None
+    image_every: int = 500
+    checkpoint_every: int = 0
+    tensorboard: bool = True
+
+    def resolve(self, device: torch.device) -> TrainOptions:
+        cuda = device.type == "cuda"
+        precision = self.precision
+        if precision == "auto":
+            precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+        if precision not in ("bf16", "fp32"):
+            raise ConfigError(f"precision {self.precision!r}: expected auto, bf16 or fp32")
+        channels_last = {"auto": "on" if cuda else "off"}.get(
+            self.channels_last, self.channels_last
+        )
+        if channels_last not in ("on", "off"):
+            raise ConfigError(f"channels_last {self.channels_last!r}: expected auto, on or off")
+        return TrainOptions(
+            **{**asdict(self), "precision": precision, "channels_last": channels_last}
+        )
 
 
 def resolve_device(device: str) -> torch.device:
@@ -48,14 +101,17 @@ def resolve_device(device: str) -> torch.device:
 
 
 class _StopRequest:
-    """Turns SIGTERM/SIGINT into a flag checked between steps, so the loop saves and exits."""
+    """SIGTERM, SIGUSR1 (SLURM's warning before preemption or the time limit) and SIGINT set a
+    flag checked between steps, so the loop saves where it stands and exits."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
     def __init__(self):
         self.requested = False
         self._previous = {}
 
     def __enter__(self):
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in self.SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
@@ -69,11 +125,14 @@ class _StopRequest:
 
 def _rng_state() -> dict:
     np_state = np.random.get_state()
-    return {
+    state = {
         "torch": torch.get_rng_state(),
         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
         "python": list(random.getstate()[1]) + [random.getstate()[0], random.getstate()[2]],
     }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
 
 
 def _set_rng_state(state: dict) -> None:
@@ -82,6 +141,8 @@ def _set_rng_state(state: dict) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
     *internal, version, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def _adam_schedule(
@@ -136,27 +197,50 @@ def _check_clipping(params: dict, trained: list[str], key: str) -> dict:
     return clip
 
 
-def _loader(
-    data, dataset_params: dict, params: dict, seed: int
-) -> tuple[DataLoader, torch.Generator]:
-    dataset = FramePairs(
-        data,
-        id_sampling=dataset_params["id_sampling"],
-        num_repeats=params["num_repeats"],
-        augmentation_params=dataset_params.get("augmentation_params"),
-    )
-    shuffle_generator = torch.Generator().manual_seed(seed)  # saved, so a resume reshuffles alike
-    loader = DataLoader(
-        dataset,
-        batch_size=params["batch_size"],
-        shuffle=True,
-        drop_last=True,
-        num_workers=params.get("num_workers", 0),
-        generator=shuffle_generator,
-    )
-    if len(loader) == 0:
-        raise ValueError(f"{data}: fewer training items ({len(dataset)}) than one batch")
-    return loader, shuffle_generator
+class LossModule(nn.Module):
+    """The model and its objective behind one forward, so DistributedDataParallel sees every
+    forward whose gradients it must average: `part` is "generator", "discriminator" or "avd"."""
+
+    def __init__(self, model: nn.Module, objective: nn.Module):
+        super().__init__()
+        self.model, self.objective = model, objective
+
+    def forward(self, source, driving, part: str = "generator", generated=None):
+        if part == "generator":
+            return self.objective.generator_losses(self.model, source, driving)
+        if part == "discriminator":
+            return self.objective.discriminator_losses(self.model, driving, generated), None
+        return self.objective.losses(self.model, source, driving)
+
+
+@dataclass
+class Stage:
+    """One training stage: its networks, optimisers, schedule, sampler and log."""
+
+    name: str  # "main" or "avd"
+    params: dict  # train_params or train_avd_params
+    step: Callable  # (source, driving, epoch) -> (log row, model output)
+    optimizers: dict
+    schedulers: dict
+    sampler: PairBatchSampler
+    loader: DataLoader
+    logger: RunLogger
+
+    @property
+    def total_steps(self) -> int:
+        total = self.params["num_epochs"] * len(self.sampler)
+        return min(total, self.params["max_steps"]) if self.params.get("max_steps") else total
+
+    def state(self) -> dict:
+        return {
+            "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
+            "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
+        }
+
+    def restore(self, state: dict) -> None:
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+            self.schedulers[name].load_state_dict(state["schedulers"][name])
 
 
 def train(
@@ -167,332 +251,368 @@ def train(
     out: str | Path = "run",
     device: str = "auto",
     seed: int = 0,
+    options: TrainOptions | None = None,
 ) -> Path:
-    """Train `preset` on the dataset at `data`; returns the path of model.pt.
-
-    The main stage trains what the model's objective names. When the preset has
-    `train_avd_params` (MRAA, TPSMM), a second stage then trains the AVD network alone, the
-    motion estimator frozen (the references' `train_avd` mode). checkpoint-last.pt records the
-    stage (`stage`: "main" or "avd"), so an interrupted run resumes in the stage it stopped in.
-    """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    spec = get_preset(preset, overrides)
-    train_params, dataset_params = spec["train_params"], spec["dataset_params"]
-    avd_params = spec.get("train_avd_params")
+    """Train `preset` on the dataset at `data`; returns the path of model.pt. Under torchrun
+    each process trains its share of every global batch (DDP)."""
     device = resolve_device(device)
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
+    distributed = Distributed.from_environment(device)
+    try:
+        return _Run(
+            data, method, preset, overrides, Path(out), distributed.device(device), seed,
+            (options or TrainOptions()).resolve(device), distributed,
+        ).run()  # fmt: skip
+    finally:
+        distributed.close()
 
-    model = build(spec).to(device)
-    last = out / "checkpoint-last.pt"
-    state = checkpoint.load(last) if last.exists() else None
-    if state is None and hasattr(model, "load_pretrained"):
-        # pretrained initialisations (MTIA's ImageNet HRNet) are fetched here, at the start of
-        # a run only: build() never downloads, and a resume restores the trained weights
-        model.load_pretrained()
-    objective = OBJECTIVES[spec["model"]](model, train_params).to(device)
-    run_warnings = list(objective.warnings)
-    if state is not None:  # e.g. notes of the first start's pretrained initialisation
-        run_warnings += [w for w in state.get("warnings", []) if w not in run_warnings]
-    loader, shuffle_generator = _loader(data, dataset_params, train_params, seed)
 
-    # one Adam per network, as the authors do (their checkpoints hold one optimiser each)
-    # (the objective may name the networks it trains; learning rates are `lr_<network>`)
-    generator_side = list(getattr(objective, "trained_networks", ("generator", "kp_detector")))
-    trained = generator_side + (["discriminator"] if objective.use_gan else [])
-    optimizers, schedulers = _adam_schedule(
-        {name: model.networks[name] for name in trained},
-        {name: train_params[f"lr_{name}"] for name in trained},
-        train_params["epoch_milestones"],
-        train_params.get("weight_decay", 0.0),
-    )
-    clip = _check_clipping(train_params, generator_side, "train_params")
+class _Run:
+    """A training run: the model, its stages and the run folder."""
 
-    num_epochs = train_params["num_epochs"]
-    total_steps = num_epochs * len(loader)
-    if train_params.get("max_steps"):
-        total_steps = min(total_steps, train_params["max_steps"])
-    stage = "main" if state is None else state.get("stage", "main")
-    start_epoch, step = 0, 0
-    if state is not None:
-        for name, net in model.networks.items():
-            net.load_state_dict(state["networks"][name])
-        start_epoch, step = state["epoch"], state["step"]
-        if stage == "main":
-            _restore(state["training_state"], optimizers, schedulers, shuffle_generator)
-
-    def save_last(stage: str, epoch: int, step: int, stage_state: dict, **extra) -> None:
-        """The resumable state; `epoch`/`step` are the main stage's, `extra` the AVD stage's."""
-        checkpoint.save(
-            {
-                "method": method,
-                "preset": spec,
-                "networks": {name: net.state_dict() for name, net in model.networks.items()},
-                "stage": stage,
-                "epoch": epoch,
-                "step": step,
-                **extra,
-                "warnings": run_warnings,
-                "training_state": {**stage_state, "rng": _rng_state()},
-            },
-            last,
+    def __init__(self, data, method, preset, overrides, out, device, seed, options, distributed):
+        self.data, self.method, self.preset, self.out = data, method, preset, out
+        self.device, self.seed, self.options, self.dist = device, seed, options, distributed
+        self.overrides = overrides or {}
+        out.mkdir(parents=True, exist_ok=True)
+        self.spec = get_preset(preset, overrides)
+        torch.manual_seed(seed)  # the same initial weights in every process
+        self.model = build(self.spec).to(device)
+        self.state, resumed_from = self._load_resumable()
+        if self.state is None and hasattr(self.model, "load_pretrained"):
+            # pretrained initialisations (MTIA's ImageNet HRNet) at the start of a run only:
+            # build() never downloads, and a resume restores the trained weights
+            self.model.load_pretrained()
+        if self.state is not None:
+            for name, net in self.model.networks.items():
+                net.load_state_dict(self.state["networks"][name])
+        if distributed.enabled:  # the references' synchronised batch norm (converted in place)
+            for net in self.model.networks.values():
+                synchronise_batch_norm(net, device)
+            self.model.to(device)
+        if options.channels_last == "on":
+            self.model.to(memory_format=torch.channels_last)
+        if options.compile:
+            for net in self.model.networks.values():
+                net.compile()  # in place: state_dict keys unchanged
+        self.warnings: list[str] = []
+        if resumed_from is not None and resumed_from.name != checkpoint.LAST:
+            self.warnings.append(f"resumed from {resumed_from.name} (a newer file was corrupt)")
+        self.autocast = (
+            torch.autocast(device.type, dtype=torch.bfloat16)
+            if options.precision == "bf16"
+            else nullcontext()
         )
+        self.started = time.time()
 
-    def main_state() -> dict:
-        return {
-            "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
-            "schedulers": {n: s.state_dict() for n, s in schedulers.items()},
-            "shuffle_generator": shuffle_generator.get_state(),
+    def _load_resumable(self) -> tuple[dict | None, Path | None]:
+        """Rank 0 picks the newest intact checkpoint (setting corrupt ones aside); the others
+        load the same file."""
+        payload, path = checkpoint.load_resumable(self.out) if self.dist.is_main else (None, None)
+        path = self.dist.gather(str(path) if path else None)[0]
+        if path is None:
+            return None, None
+        if not self.dist.is_main:
+            payload = checkpoint.load(path)
+        return payload, Path(path)
+
+    # --------------------------------------------------------------------------- stages
+
+    def _stage(self, name: str, params: dict, objective: nn.Module, trained: list[str]) -> Stage:
+        """Optimisers, sampler and loader of a stage; `trained` networks get gradients (the
+        others are frozen for the stage, so DDP leaves them alone)."""
+        networks = self.model.networks
+        for net_name, net in networks.items():
+            net.requires_grad_(net_name in trained)
+        lrs = {n: params.get(f"lr_{n}", params.get("lr")) for n in trained}
+        optimizers, schedulers = _adam_schedule(
+            {n: networks[n] for n in trained},
+            lrs,
+            params["epoch_milestones"],
+            params.get("weight_decay", 0.0) if name == "main" else 0.0,
+        )
+        gradient_side = [n for n in trained if n != "discriminator"]
+        clip = _check_clipping(
+            params, gradient_side, "train_params" if name == "main" else "train_avd_params"
+        )
+        dataset_params = self.spec["dataset_params"]
+        dataset = FramePairs(
+            self.data,
+            id_sampling=dataset_params["id_sampling"],
+            num_repeats=params["num_repeats"],
+            augmentation_params=dataset_params.get("augmentation_params"),
+            seed=self.seed,
+        )
+        sampler = PairBatchSampler(len(dataset), params["batch_size"], self.seed, self.dist)
+        if len(sampler) == 0:
+            raise ValueError(
+                f"{self.data}: fewer training items ({len(dataset)}) than one batch "
+                f"({params['batch_size']})"
+            )
+        workers = self.options.workers
+        workers = params.get("num_workers", 0) if workers is None else workers
+        loader = DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            # its own generator: starting an epoch's iterator must not draw from the global
+            # RNG, whose state a mid-epoch checkpoint restores (items are keyed, not seeded)
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+        loss_module = LossModule(self.model, objective)
+        runner = (
+            DistributedDataParallel(
+                loss_module,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True,  # the generator and discriminator parts differ
+                broadcast_buffers=False,  # batch norm statistics are already global
+            )
+            if self.dist.enabled
+            else loss_module
+        )
+        use_gan = getattr(objective, "use_gan", False)
+
+        def step(source, driving, epoch: int) -> tuple[dict, dict]:
+            if hasattr(objective, "set_epoch"):
+                objective.set_epoch(epoch)
+            with self.autocast:
+                losses, generated = runner(
+                    source, driving, part=name if name == "avd" else "generator"
+                )
+            for net_name in gradient_side:
+                optimizers[net_name].zero_grad(set_to_none=True)
+            sum(losses.values()).backward()
+            norms = clip_gradients(networks, clip)
+            for net_name in gradient_side:
+                optimizers[net_name].step()
+            if use_gan:
+                with self.autocast:
+                    disc_losses, _ = runner(
+                        source, driving, part="discriminator", generated=generated
+                    )
+                optimizers["discriminator"].zero_grad(set_to_none=True)
+                sum(disc_losses.values()).backward()
+                optimizers["discriminator"].step()
+                losses.update(disc_losses)
+            row = {k: float(v.detach()) for k, v in losses.items()}
+            row.update({f"grad_norm_{k}": round(v, 6) for k, v in norms.items()})
+            return row, generated
+
+        logger = RunLogger(
+            self.out, stage=name, tensorboard=self.options.tensorboard, enabled=self.dist.is_main
+        )
+        return Stage(name, params, step, optimizers, schedulers, sampler, loader, logger)
+
+    def _save(self, stage: Stage, progress: dict, periodic_epoch: int | None = None) -> None:
+        """Every process contributes its RNG states; rank 0 writes the resumable checkpoint."""
+        rng = self.dist.gather(_rng_state())
+        if self.dist.is_main:
+            checkpoint.save_resumable(
+                {
+                    "method": self.method,
+                    "preset": self.spec,
+                    "networks": self._weights(),
+                    "stage": stage.name,
+                    **_flatten(progress),
+                    "warnings": self.warnings,
+                    "training_state": {**stage.state(), "rng": rng},
+                },
+                self.out,
+                periodic_epoch,
+            )
+        self.dist.barrier()
+
+    def _weights(self) -> dict:
+        return {name: net.state_dict() for name, net in self.model.networks.items()}
+
+    def _run_stage(self, stage: Stage, progress: dict, key: str) -> dict:
+        """Epochs of the stage from `progress[key]` = {epoch, batch, step} on; returns the
+        progress reached. Schedulers step per epoch (the papers' milestones are epochs)."""
+        position = dict(progress.get(key, {"epoch": 0, "batch": 0, "step": 0}))
+        position.setdefault("batch", 0)
+        num_epochs, total = stage.params["num_epochs"], stage.total_steps
+        stage.logger.truncate_after(position["step"])  # rows past a resumed step are redone
+        global_batch = stage.params["batch_size"]
+        bar = tqdm(
+            total=total,
+            initial=position["step"],
+            desc=f"train {self.preset}" + (" (AVD)" if stage.name == "avd" else ""),
+            unit="step",
+            disable=not self.dist.is_main,
+        )
+        image_every, checkpoint_every = self.options.image_every, self.options.checkpoint_every
+
+        def save(periodic_epoch: int | None = None) -> None:
+            self._save(stage, {**progress, key: dict(position)}, periodic_epoch)
+
+        with _StopRequest() as stop:
+            while position["epoch"] < num_epochs and position["step"] < total:
+                epoch = position["epoch"]
+                stage.sampler.start(epoch, position["batch"])
+                tick = time.time()
+                for batch in stage.loader:
+                    source = self._to_device(batch["source"])
+                    driving = self._to_device(batch["driving"])
+                    row, generated = stage.step(source, driving, epoch)
+                    position["batch"] += 1
+                    position["step"] += 1
+                    step = position["step"]
+                    now = time.time()
+                    row = self.dist.mean(row)  # the global batch's losses
+                    row = {
+                        "step": step,
+                        "epoch": epoch,
+                        "seconds": round(now - self.started, 3),
+                        **row,
+                        "lr": next(iter(stage.optimizers.values())).param_groups[0]["lr"],
+                        "samples_per_s": round(global_batch / max(now - tick, 1e-9), 3),
+                    }
+                    tick = now
+                    stage.logger.scalars(row)
+                    bar.set_postfix(loss=f"{_total_loss(row):.3f}", refresh=False)
+                    bar.update(1)
+                    if (
+                        self.dist.is_main
+                        and stage.name == "main"
+                        and image_every
+                        and (step % image_every == 0 or step == total)
+                    ):
+                        stage.logger.images(step, training_grid(source, driving, generated))
+                    if self.dist.any(stop.requested):
+                        save()
+                        bar.close()
+                        stage.logger.close()
+                        raise TrainingInterrupted(
+                            f"stopped by a signal at step {step}; "
+                            f"{self.out / checkpoint.LAST} holds the state: rerun to resume"
+                        )
+                    if step >= total:
+                        break
+                    if checkpoint_every and step % checkpoint_every == 0:
+                        save()
+                if position["batch"] >= len(stage.sampler):  # the epoch is complete
+                    for scheduler in stage.schedulers.values():
+                        scheduler.step()
+                    position["epoch"], position["batch"] = epoch + 1, 0
+                    if position["epoch"] % stage.params["checkpoint_freq"] == 0:
+                        save(periodic_epoch=position["epoch"])
+            save()
+        bar.close()
+        stage.logger.close()
+        return position
+
+    def _to_device(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.to(self.device, non_blocking=True)
+        if self.options.channels_last == "on":
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
+
+    def _restore_rng(self, state: dict) -> None:
+        rng = state["training_state"]["rng"]
+        rng = rng if isinstance(rng, list) else [rng]
+        if len(rng) != self.dist.world_size:
+            self.warnings.append(
+                f"resumed with {self.dist.world_size} processes from a run of {len(rng)}: "
+                "the data order is exact, the random draws of the model are not"
+            )
+        _set_rng_state(rng[self.dist.rank % len(rng)])
+
+    # --------------------------------------------------------------------------- run
+
+    def run(self) -> Path:
+        spec, state = self.spec, self.state
+        train_params = spec["train_params"]
+        objective = OBJECTIVES[spec["model"]](self.model, train_params).to(self.device)
+        self.warnings += list(objective.warnings)
+        # from here on each process draws its own randomness (dropout, equivariance transforms)
+        torch.manual_seed(self.seed + self.dist.rank)
+        if state is not None:  # e.g. notes of the first start's pretrained initialisation
+            self.warnings += [w for w in state.get("warnings", []) if w not in self.warnings]
+        progress = _progress(state)
+        stage_name = "main" if state is None else state.get("stage", "main")
+
+        generator_side = list(getattr(objective, "trained_networks", ("generator", "kp_detector")))
+        trained = generator_side + (["discriminator"] if objective.use_gan else [])
+        main = self._stage("main", train_params, objective, trained)
+        if stage_name == "main":
+            if state is not None:
+                main.restore(state["training_state"])
+                self._restore_rng(state)
+            self.model.train()
+            progress["main"] = self._run_stage(main, progress, "main")
+
+        avd_params = spec.get("train_avd_params")
+        if avd_params:
+            avd_objective = AVD_OBJECTIVES[spec["model"]](self.model, avd_params)
+            avd = self._stage(
+                "avd", avd_params, avd_objective, list(avd_objective.trained_networks)
+            )
+            if stage_name == "avd":
+                avd.restore(state["training_state"])
+                self._restore_rng(state)
+            self.model.train()  # the objective runs the frozen motion estimator in eval mode
+            progress["avd"] = self._run_stage(avd, progress, "avd")
+        return self._finish(progress)
+
+    def _finish(self, progress: dict) -> Path:
+        final = self.out / "model.pt"
+        main = progress["main"]
+        if self.dist.is_main:
+            checkpoint.save(
+                {
+                    "method": self.method,
+                    "preset": self.spec,
+                    "networks": self._weights(),
+                    **_flatten(progress),
+                    "warnings": self.warnings,
+                    "animbench_version": __version__,
+                },
+                final,
+            )
+            summary = {
+                "method": self.method,
+                "preset": self.preset,
+                "overrides": self.overrides,
+                "steps": main["step"],
+                "epochs": main["epoch"],
+                "seconds": round(time.time() - self.started, 1),
+                "device": str(self.device),
+                "processes": self.dist.world_size,
+                "options": asdict(self.options),
+                "warnings": self.warnings,
+            }
+            if "avd" in progress:
+                summary["main"] = main
+                summary["avd"] = progress["avd"]
+            (self.out / "train.json").write_text(json.dumps(summary, indent=2))
+        self.dist.barrier()
+        return final
+
+
+def _progress(state: dict | None) -> dict:
+    """{stage: {epoch, batch, step}} of a resumable checkpoint (files before mid-epoch resume
+    stored only whole epochs: batch 0)."""
+    if state is None:
+        return {}
+    progress = {
+        "main": {"epoch": state["epoch"], "batch": state.get("batch", 0), "step": state["step"]}
+    }
+    if "avd_step" in state:
+        progress["avd"] = {
+            "epoch": state["avd_epoch"],
+            "batch": state.get("avd_batch", 0),
+            "step": state["avd_step"],
         }
-
-    def main_step(source, driving, epoch: int) -> dict:
-        if hasattr(objective, "set_epoch"):
-            objective.set_epoch(epoch)
-        losses, generated = objective.generator_losses(model, source, driving)
-        loss = sum(losses.values())
-        for name in generator_side:
-            optimizers[name].zero_grad(set_to_none=True)
-        loss.backward()
-        norms = clip_gradients(model.networks, clip)
-        for name in generator_side:
-            optimizers[name].step()
-        if objective.use_gan:
-            disc_losses = objective.discriminator_losses(model, driving, generated)
-            optimizers["discriminator"].zero_grad(set_to_none=True)
-            sum(disc_losses.values()).backward()
-            optimizers["discriminator"].step()
-            losses.update(disc_losses)
-        row = {k: float(v.detach()) for k, v in losses.items()}
-        row.update({f"grad_norm_{k}": round(v, 6) for k, v in norms.items()})
-        row["lr"] = optimizers[generator_side[0]].param_groups[0]["lr"]
-        return row
-
-    started = time.time()
-    epochs_done = start_epoch
-    model.train()
-    if stage == "main":
-        epochs_done, step = _run_stage(
-            loader,
-            device,
-            main_step,
-            schedulers,
-            start_epoch,
-            step,
-            num_epochs,
-            total_steps,
-            train_params["checkpoint_freq"],
-            lambda epoch, step: save_last("main", epoch, step, main_state()),
-            out / "log.csv",
-            f"train {preset}",
-        )
-        save_last("main", epochs_done, step, main_state())
-    main_summary = {
-        "steps": step,
-        "epochs": epochs_done,
-        "seconds": round(time.time() - started, 1),
-    }
-
-    avd_summary = None
-    avd_progress: dict = {}
-    if avd_params:
-        resume = state if stage == "avd" else None
-        avd_progress, avd_summary = _train_avd(
-            model,
-            spec["model"],
-            avd_params,
-            (data, dataset_params, seed),
-            device,
-            resume,
-            lambda *args, **kw: save_last("avd", epochs_done, step, *args, **kw),
-            out,
-            preset,
-        )
-
-    final = checkpoint.save(
-        {
-            "method": method,
-            "preset": spec,
-            "networks": {name: net.state_dict() for name, net in model.networks.items()},
-            "epoch": epochs_done,
-            "step": step,
-            **avd_progress,
-            "warnings": run_warnings,
-            "animbench_version": __version__,
-        },
-        out / "model.pt",
-    )
-    summary = {
-        "method": method,
-        "preset": preset,
-        "overrides": overrides or {},
-        "steps": step,
-        "epochs": epochs_done,
-        "seconds": round(time.time() - started, 1),
-        "device": str(device),
-        "warnings": run_warnings,
-    }
-    if avd_summary is not None:
-        summary["main"] = main_summary
-        summary["avd"] = avd_summary
-    (out / "train.json").write_text(json.dumps(summary, indent=2))
-    return final
+    return progress
 
 
-def _restore(training_state: dict, optimizers: dict, schedulers: dict, shuffle_generator) -> None:
-    for name, opt in optimizers.items():
-        opt.load_state_dict(training_state["optimizers"][name])
-        schedulers[name].load_state_dict(training_state["schedulers"][name])
-    _set_rng_state(training_state["rng"])
-    shuffle_generator.set_state(training_state["shuffle_generator"])
+def _flatten(progress: dict) -> dict:
+    """{main: {epoch, batch, step}, avd: {...}} → epoch, batch, step, avd_epoch, ..."""
+    flat = dict(progress.get("main", {}))
+    flat.update({f"avd_{k}": v for k, v in progress.get("avd", {}).items()})
+    return flat
 
 
-def _train_avd(
-    model,
-    model_name: str,
-    avd_params: dict,
-    dataset,
-    device,
-    state,
-    save_last,
-    out: Path,
-    preset: str,
-) -> tuple[dict, dict]:
-    """The second stage (MRAA, TPSMM): the AVD network alone (Adam, lr `lr`, MultiStepLR at the
-    epoch milestones), the motion estimator frozen; log in log-avd.csv. Returns the progress
-    keys of the final checkpoint and the stage summary."""
-    from animbench.train.objectives import AVD_OBJECTIVES
-
-    started = time.time()
-    objective = AVD_OBJECTIVES[model_name](model, avd_params)
-    trained = list(objective.trained_networks)
-    optimizers, schedulers = _adam_schedule(
-        {name: model.networks[name] for name in trained},
-        {name: avd_params.get(f"lr_{name}", avd_params["lr"]) for name in trained},
-        avd_params["epoch_milestones"],
-    )
-    clip = _check_clipping(avd_params, trained, "train_avd_params")
-    data, dataset_params, seed = dataset
-    loader, shuffle_generator = _loader(data, dataset_params, avd_params, seed)
-    num_epochs = avd_params["num_epochs"]
-    total_steps = num_epochs * len(loader)
-    if avd_params.get("max_steps"):
-        total_steps = min(total_steps, avd_params["max_steps"])
-    start_epoch, step = 0, 0
-    if state is not None:
-        _restore(state["training_state"], optimizers, schedulers, shuffle_generator)
-        start_epoch, step = state["avd_epoch"], state["avd_step"]
-
-    def stage_state() -> dict:
-        return {
-            "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
-            "schedulers": {n: s.state_dict() for n, s in schedulers.items()},
-            "shuffle_generator": shuffle_generator.get_state(),
-        }
-
-    def save(epoch: int, step: int) -> None:
-        save_last(stage_state(), avd_epoch=epoch, avd_step=step)
-
-    model.train()  # the objective runs the frozen motion estimator in eval mode
-
-    def avd_step(source, driving, epoch: int) -> dict:
-        losses, _ = objective.losses(model, source, driving)
-        for opt in optimizers.values():
-            opt.zero_grad(set_to_none=True)
-        sum(losses.values()).backward()
-        norms = clip_gradients(model.networks, clip)
-        for opt in optimizers.values():
-            opt.step()
-        row = {k: float(v.detach()) for k, v in losses.items()}
-        row.update({f"grad_norm_{k}": round(v, 6) for k, v in norms.items()})
-        row["lr"] = optimizers[trained[0]].param_groups[0]["lr"]
-        return row
-
-    epochs_done, step = _run_stage(
-        loader,
-        device,
-        avd_step,
-        schedulers,
-        start_epoch,
-        step,
-        num_epochs,
-        total_steps,
-        avd_params["checkpoint_freq"],
-        save,
-        out / "log-avd.csv",
-        f"train {preset} (AVD)",
-    )
-    save(epochs_done, step)
-    progress = {"avd_epoch": epochs_done, "avd_step": step}
-    return progress, {
-        "steps": step,
-        "epochs": epochs_done,
-        "seconds": round(time.time() - started, 1),
-    }
-
-
-def _run_stage(
-    loader,
-    device,
-    step_fn,
-    schedulers,
-    start_epoch,
-    step,
-    num_epochs,
-    total_steps,
-    checkpoint_freq,
-    save_last,
-    log_path,
-    desc,
-) -> tuple[int, int]:
-    """Epochs of `step_fn(source, driving, epoch) -> log row` from (start_epoch, step) up to
-    num_epochs or total_steps; schedulers step per epoch; `save_last(epoch, step)` every
-    checkpoint_freq epochs and on SIGTERM/SIGINT (then KeyboardInterrupt). Returns
-    (epochs done, steps done)."""
-    log_columns: list[str] | None = None
-    started = time.time()
-    progress = tqdm(total=total_steps, initial=step, desc=desc, unit="step")
-    epochs_done = start_epoch
-    with _StopRequest() as stop:
-        for epoch in range(start_epoch, num_epochs):
-            if step >= total_steps:  # finished earlier by max_steps: nothing left to do
-                break
-            for batch in loader:
-                if step >= total_steps or stop.requested:
-                    break
-                source = batch["source"].to(device, non_blocking=True)
-                driving = batch["driving"].to(device, non_blocking=True)
-                losses = step_fn(source, driving, epoch)
-                step += 1
-                row = {"step": step, "epoch": epoch, "seconds": round(time.time() - started, 3)}
-                row.update(losses)
-                log_columns = _append_log(log_path, row, log_columns)
-                loss = sum(v for k, v in losses.items() if k != "lr" and not k.startswith("grad_"))
-                progress.set_postfix(loss=f"{loss:.3f}")
-                progress.update(1)
-            if stop.requested:
-                save_last(epoch, step)  # resumes at this epoch's start with the weights of now
-                progress.close()
-                raise KeyboardInterrupt
-            for scheduler in schedulers.values():
-                scheduler.step()
-            epochs_done = epoch + 1
-            if step >= total_steps:
-                break
-            if epochs_done % checkpoint_freq == 0:
-                save_last(epochs_done, step)
-    progress.close()
-    return epochs_done, step
-
-
-def _append_log(path: Path, row: dict, columns: list[str] | None) -> list[str]:
-    if columns is None:
-        columns = list(row)
-        if not path.exists() or path.stat().st_size == 0:
-            path.write_text(",".join(columns) + "\n")
-        else:
-            columns = path.read_text().splitlines()[0].split(",")
-    with path.open("a") as handle:
-        handle.write(",".join(str(row.get(c, "")) for c in columns) + "\n")
-    return columns
+def _total_loss(row: dict) -> float:
+    skip = ("step", "epoch", "seconds", "lr", "samples_per_s")
+    return sum(v for k, v in row.items() if k not in skip and not k.startswith("grad_norm"))
