@@ -1,114 +1,175 @@
-"""Where a training step's time goes, and what our perceptual loss saves over the reference.
+"""Training steps per second and peak memory of every model at its paper configuration,
+through the real trainer (data loading, forward, backward, optimiser steps).
 
-The reference computes VGG19 features of the real image with autograd recording and detaches
-them afterwards; we compute them under no_grad. Both variants run here on the same model,
-batch and VGG layers, so the ratio is measured, not assumed; a further row shows what the
-layers after the last non-zero perceptual weight would cost. Writes
-results/bench/train_step.parquet.
+Each (preset, variant) runs in a fresh process, so peak memory is its own: the resident set's
+peak on CPU (ru_maxrss, the process as a whole), torch's peak allocation on CUDA. The first
+step is a warm-up and not timed. Variants are the trainer's options:
 
-    python benchmarks/train_step.py --preset fomm-synthetic --batch 8 --steps 5
-    python benchmarks/train_step.py --preset fomm-vox256 --batch 2 --steps 2
+    fp32        fp32, NCHW: the reference implementations' numerics and layout (the baseline)
+    bf16        bf16 autocast (the default on a CUDA GPU with bf16 support)
+    bf16-cl     bf16 autocast + channels_last (the CUDA default)
+    compile     bf16-cl + torch.compile
+
+    python benchmarks/train_step.py                          # every model, paper batch
+    python benchmarks/train_step.py --batch 2 --steps 2      # CPU-sized
+    python benchmarks/train_step.py --presets fomm-vox256 --variants fp32 bf16-cl compile
+
+Writes results/bench/train.parquet (one row per preset and variant).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import pandas as pd
-import torch
 
-from animbench.models.registry import build, get_preset
-from animbench.train.objectives import KeypointObjective
-
-
-def _reference_perceptual(loss_module, prediction, real, num_slices: int):
-    """The reference's formulation: real features computed with autograd, then detached."""
-    pyramid_pred, pyramid_real = loss_module.pyramid(prediction), loss_module.pyramid(real)
-    total = prediction.new_zeros(())
-    for key in pyramid_pred:
-        pred_features = loss_module.vgg(pyramid_pred[key], num_slices)
-        real_features = loss_module.vgg(pyramid_real[key], num_slices)
-        for weight, a, b in zip(loss_module.layer_weights, pred_features, real_features):
-            total = total + weight * (a - b.detach()).abs().mean()
-    return total
+PRESETS = ["fomm-vox256", "mraa-vox256", "mtia-vox256", "tpsmm-vox256", "cpabmm-vox256"]
+VARIANTS = {
+    "fp32": {"precision": "fp32", "channels_last": "off"},
+    "bf16": {"precision": "bf16", "channels_last": "off"},
+    "bf16-cl": {"precision": "bf16", "channels_last": "on"},
+    "compile": {"precision": "bf16", "channels_last": "on", "compile": True},
+}
 
 
-def _time(fn, steps: int) -> float:
-    fn()  # warm-up
-    start = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    return (time.perf_counter() - start) / steps
+def _dataset(root: Path, size: int, clips: int) -> Path:
+    """Moving-square clips at the preset's frame size (content does not change the cost)."""
+    from animbench.data.synthetic import make_dataset
+
+    return make_dataset("face", root, num_train=clips, num_test=1, frames=8, size=size,
+                        progress=False)  # fmt: skip
+
+
+def worker(args: argparse.Namespace) -> None:
+    import torch
+
+    from animbench.models.registry import get_preset
+    from animbench.train.trainer import TrainOptions, train
+
+    spec = get_preset(args.preset)
+    batch = spec["train_params"]["batch_size"] if args.batch == "paper" else int(args.batch)
+    size = spec["dataset_params"]["frame_shape"][0]
+    data = _dataset(Path(args.workdir) / f"data{size}", size, clips=max(batch, 4))
+    steps = 1 + args.steps  # the first is the warm-up
+    overrides = {
+        "train_params": {
+            "batch_size": batch,
+            "num_repeats": -(-steps * batch // max(batch, 4)),
+            "num_epochs": 1,
+            "max_steps": steps,
+            "checkpoint_freq": 1000,
+        },
+        "dataset_params": {"id_sampling": False},
+    }
+    if spec.get("train_avd_params"):
+        overrides["train_avd_params"] = {"max_steps": 1, "num_epochs": 1, "batch_size": batch}
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    with tempfile.TemporaryDirectory(dir=args.workdir) as out:
+        train(
+            data,
+            spec["model"],
+            args.preset,
+            overrides=overrides,
+            out=out,
+            device=args.device,
+            options=TrainOptions(
+                **VARIANTS[args.variant], workers=0, image_every=0, tensorboard=False
+            ),
+        )
+        log = pd.read_csv(Path(out) / "log.csv")
+    seconds = log["seconds"].diff().iloc[1:]  # per step, warm-up excluded
+    peak = (
+        torch.cuda.max_memory_allocated() / 2**20
+        if device.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
+    print(
+        json.dumps(
+            {
+                "preset": args.preset,
+                "model": spec["model"],
+                "variant": args.variant,
+                "batch": batch,
+                "paper_batch": spec["train_params"]["batch_size"],
+                "frame": size,
+                "steps_timed": len(seconds),
+                "seconds_per_step": float(seconds.mean()),
+                "steps_per_s": float(1 / seconds.mean()),
+                "samples_per_s": float(batch / seconds.mean()),
+                "peak_memory_mib": round(peak, 1),
+                "memory_kind": "cuda max allocated"
+                if device.type == "cuda"
+                else "process RSS peak",
+                "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+            }
+        )
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--preset", default="fomm-synthetic")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--out", default="results/bench/train_step.parquet")
+    parser.add_argument("--presets", nargs="+", default=PRESETS)
+    parser.add_argument("--variants", nargs="+", default=None, choices=sorted(VARIANTS))
+    parser.add_argument("--batch", default="paper", help="'paper' or a number")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--workdir", default="results/bench/train-work")
+    parser.add_argument("--out", default="results/bench/train.parquet")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--preset", help=argparse.SUPPRESS)
+    parser.add_argument("--variant", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    warnings.simplefilter("ignore")  # offline VGG19 warning: timing is the same
+    if args.device == "auto":
+        import torch
 
-    spec = get_preset(args.preset)
-    size = spec["dataset_params"]["frame_shape"][0]
-    model = build(spec)
-    objective = KeypointObjective(model, spec["train_params"])
-    source, driving = torch.rand(2, args.batch, 3, size, size).unbind(0)
-    prediction = torch.rand(args.batch, 3, size, size, requires_grad=True)
-
-    def model_forward():
-        with torch.no_grad():
-            model(source, driving)
-
-    def perceptual_ours():
-        objective.perceptual(prediction, driving).backward()
-
-    slices = objective.perceptual.num_slices
-
-    def perceptual_reference():
-        _reference_perceptual(objective.perceptual, prediction, driving, slices).backward()
-
-    def perceptual_all_slices():
-        objective.perceptual.num_slices = 5  # what the paper's weights [10]*5 compute
-        try:
-            objective.perceptual(prediction, driving).backward()
-        finally:
-            objective.perceptual.num_slices = slices
-
-    def full_step():
-        losses, _ = objective.generator_losses(model, source, driving)
-        sum(losses.values()).backward()
-
-    rows = [
-        ("model forward (no grad)", model_forward),
-        ("perceptual fwd+bwd, reference (real features with autograd)", perceptual_reference),
-        ("perceptual fwd+bwd, animbench (real features under no_grad)", perceptual_ours),
-        ("perceptual fwd+bwd, animbench, all five VGG slices", perceptual_all_slices),
-        ("full generator step fwd+bwd", full_step),
-    ]
-    records = []
-    for name, fn in rows:
-        seconds = _time(fn, args.steps)
-        records.append(
-            {
-                "preset": args.preset,
-                "batch": args.batch,
-                "frame": size,
-                "part": name,
-                "seconds": seconds,
-                "threads": torch.get_num_threads(),
-                "device": "cpu",
-                "torch": torch.__version__,
-            }
-        )
-        print(f"{name:62s} {seconds * 1000:8.1f} ms")
-    table = pd.DataFrame(records)
-    ours, reference = table.seconds.iloc[2], table.seconds.iloc[1]
-    print(f"perceptual loss, same layers: reference / animbench time = {reference / ours:.2f}")
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.worker:
+        worker(args)
+        return
+    variants = args.variants or (
+        ["fp32", "bf16", "bf16-cl", "compile"] if args.device == "cuda" else ["fp32", "bf16"]
+    )
+    Path(args.workdir).mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "ANIMBENCH_OFFLINE": os.environ.get("ANIMBENCH_OFFLINE", "1")}
+    rows = []
+    for preset in args.presets:
+        for variant in variants:
+            command = [
+                sys.executable, __file__, "--worker", "--preset", preset, "--variant", variant,
+                "--batch", str(args.batch), "--steps", str(args.steps), "--device", args.device,
+                "--workdir", args.workdir,
+            ]  # fmt: skip
+            started = time.time()
+            result = subprocess.run(command, env=env, capture_output=True, text=True)
+            if result.returncode:
+                error = (result.stderr.strip().splitlines() or ["?"])[-1]
+                print(f"{preset:16s} {variant:8s} FAILED: {error}")
+                rows.append({"preset": preset, "variant": variant, "error": error})
+                continue
+            row = json.loads(result.stdout.strip().splitlines()[-1])
+            row["wall_s"] = round(time.time() - started, 1)
+            rows.append(row)
+            print(
+                f"{preset:16s} {variant:8s} batch {row['batch']:3d}: "
+                f"{row['steps_per_s']:.3f} steps/s, {row['samples_per_s']:.2f} samples/s, "
+                f"peak {row['peak_memory_mib']:.0f} MiB"
+            )
+    table = pd.DataFrame(rows)
+    if "steps_per_s" in table:
+        baseline = table[table.variant == "fp32"].set_index("preset")["steps_per_s"]
+        table["speedup_vs_fp32"] = table["steps_per_s"] / table["preset"].map(baseline)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     table.to_parquet(args.out, index=False)
     print(f"wrote {args.out}")

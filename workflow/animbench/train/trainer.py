@@ -582,8 +582,10 @@ class _Run:
                 "warnings": self.warnings,
             }
             if "avd" in progress:
-                summary["main"] = main
-                summary["avd"] = progress["avd"]
+                for name, stage in progress.items():
+                    summary[name] = {
+                        "steps": stage["step"], "epochs": stage["epoch"], "batch": stage["batch"]
+                    }  # fmt: skip
             (self.out / "train.json").write_text(json.dumps(summary, indent=2))
         self.dist.barrier()
         return final
