@@ -469,7 +469,11 @@ class _Run:
                     }
                     tick = now
                     stage.logger.scalars(row)
-                    bar.set_postfix(loss=f"{_total_loss(row):.3f}", refresh=False)
+                    bar.set_postfix(
+                        loss=f"{_total_loss(row):.3f}",
+                        samples_per_s=f"{row['samples_per_s']:.1f}",
+                        refresh=False,
+                    )
                     bar.update(1)
                     if (
                         self.dist.is_main
