@@ -2,6 +2,7 @@
 import json
 import re
 import shlex
+import sys
 
 from animbench.config import paper_table_runs, paper_table_spec, table2_spec
 
@@ -33,7 +34,78 @@ def res(path):
 
 
 def rule_resource(rule, key):
+    """A rule's resource default (rules whose jobs all get the same resources)."""
     return config["resources"][rule][key]
+
+
+# ----------------------------------------------------------------------------- resources
+
+RESOURCE_KEYS = ("gpu", "mem_mb", "runtime", "threads")
+
+
+def job_resources(rule, wildcards):
+    """A job's resources: the rule's defaults, with the job's override from config merged over
+    them (methods.<method>.<dataset>, or datasets.<dataset> for crop)."""
+    entry = config["resources"][rule]
+    values = {key: entry[key] for key in RESOURCE_KEYS}
+    dataset, method = wildcards.get("dataset"), wildcards.get("method")
+    if method is not None:
+        values.update(entry.get("methods", {}).get(method, {}).get(dataset, {}))
+    else:
+        values.update(entry.get("datasets", {}).get(dataset, {}))
+    return values
+
+
+def job_resource(rule, key):
+    """A rule's `threads:` or `resources:` value as a function of the job's wildcards."""
+    return lambda wildcards: job_resources(rule, wildcards)[key]
+
+
+def resource_override_error():
+    """'config key ...' naming the first resources override that matches no job of its rule
+    (a typo would silently keep the defaults); None when every override has its job."""
+    trained = {m: set(entry["presets"]) for m, entry in config["methods"].items()}
+    evaluated = {**trained, **{name: set(DATASETS) for name in BASELINES}}
+    jobs = {"train": trained, "reconstruct": evaluated, "metrics": evaluated}
+    for rule, entry in config["resources"].items():
+        where = f"config key 'resources.{rule}"
+        for method, per_dataset in entry.get("methods", {}).items():
+            if method not in jobs[rule]:
+                known = ", ".join(sorted(jobs[rule])) or "none"
+                return f"{where}.methods.{method}': unknown method '{method}' (defined: {known})"
+            for dataset in per_dataset:
+                if dataset not in jobs[rule][method]:
+                    known = ", ".join(sorted(jobs[rule][method])) or "none"
+                    return (
+                        f"{where}.methods.{method}.{dataset}': '{method}' has no {rule} job "
+                        f"on dataset '{dataset}' (it has: {known})"
+                    )
+        for dataset in entry.get("datasets", {}):
+            if dataset not in REAL_DATASETS:
+                known = ", ".join(REAL_DATASETS) or "none"
+                return (
+                    f"{where}.datasets.{dataset}': no {rule} job on dataset '{dataset}' "
+                    f"(it runs on: {known})"
+                )
+    return None
+
+
+_resource_error = resource_override_error()
+if _resource_error:
+    sys.exit(f"animbench: {_resource_error}")
+
+
+def train_launcher(wildcards, resources):
+    """`animbench` for a job on one GPU (or none); torchrun with one process per GPU for a
+    multi-GPU job (the trainer joins torchrun's group: RANK, WORLD_SIZE, LOCAL_RANK)."""
+    if resources.gpu <= 1:
+        return "animbench"
+    return f"torchrun --standalone --nproc_per_node={resources.gpu} -m animbench.cli"
+
+
+def train_threads(wildcards, threads, resources):
+    """CPU threads of each training process: the job's CPUs shared by torchrun's processes."""
+    return max(1, threads // max(1, resources.gpu))
 
 
 # ----------------------------------------------------------------------------- data

@@ -69,10 +69,10 @@ rule crop:
         dataset=alternatives(REAL_DATASETS),
     conda:
         "../envs/data.yaml"
-    threads: rule_resource("crop", "threads")
+    threads: job_resource("crop", "threads")
     resources:
-        mem_mb=rule_resource("crop", "mem_mb"),
-        runtime=rule_resource("crop", "runtime"),
+        mem_mb=job_resource("crop", "mem_mb"),
+        runtime=job_resource("crop", "runtime"),
     params:
         spec=dataset_spec,
         inputs=input_args,

@@ -14,11 +14,11 @@ rule metrics:
         res("benchmarks/metrics/{dataset}/{method}.tsv")
     conda:
         "../envs/eval.yaml"
-    threads: rule_resource("metrics", "threads")
+    threads: job_resource("metrics", "threads")
     resources:
-        gpu=rule_resource("metrics", "gpu"),
-        mem_mb=rule_resource("metrics", "mem_mb"),
-        runtime=rule_resource("metrics", "runtime"),
+        gpu=job_resource("metrics", "gpu"),
+        mem_mb=job_resource("metrics", "mem_mb"),
+        runtime=job_resource("metrics", "runtime"),
     params:
         gt=res("data/{dataset}/clips/test"),
         keypoints=dataset_value("keypoints"),

@@ -14,11 +14,11 @@ rule reconstruct:
         res("benchmarks/reconstruct/{dataset}/{method}.tsv")
     conda:
         "../envs/torch.yaml"
-    threads: rule_resource("reconstruct", "threads")
+    threads: job_resource("reconstruct", "threads")
     resources:
-        gpu=rule_resource("reconstruct", "gpu"),
-        mem_mb=rule_resource("reconstruct", "mem_mb"),
-        runtime=rule_resource("reconstruct", "runtime"),
+        gpu=job_resource("reconstruct", "gpu"),
+        mem_mb=job_resource("reconstruct", "mem_mb"),
+        runtime=job_resource("reconstruct", "runtime"),
     params:
         data=res("data/{dataset}/clips"),
         checkpoint=checkpoint_arg,

@@ -1,5 +1,8 @@
 # Training. The run folder keeps intermediate checkpoints so an interrupted job resumes; only
 # model.pt (written at the very end) is the declared output, so Snakemake never deletes the run.
+# A job with gpu > 1 (config resources.train) runs one torchrun process per GPU. `exec`: the
+# trainer replaces the shell, so a SIGTERM (SLURM's time limit or preemption) reaches the
+# trainer, which saves checkpoint-last.pt, rather than killing the shell that waits for it.
 
 
 rule train:
@@ -15,12 +18,14 @@ rule train:
         method=alternatives(TRAINED_METHODS),
     conda:
         "../envs/torch.yaml"
-    threads: rule_resource("train", "threads")
+    threads: job_resource("train", "threads")
     resources:
-        gpu=rule_resource("train", "gpu"),
-        mem_mb=rule_resource("train", "mem_mb"),
-        runtime=rule_resource("train", "runtime"),
+        gpu=job_resource("train", "gpu"),
+        mem_mb=job_resource("train", "mem_mb"),
+        runtime=job_resource("train", "runtime"),
     params:
+        launcher=train_launcher,
+        threads=train_threads,
         data=res("data/{dataset}/clips"),
         preset=train_preset,
         overrides=train_overrides,
@@ -28,8 +33,8 @@ rule train:
         device=config["device"],
         seed=config["seed"],
     shell:
-        "animbench train --threads {threads} --data {params.data:q} --method {wildcards.method}"
-        " --preset {params.preset} --overrides {params.overrides:q} --out {params.run_dir:q}"
+        "exec {params.launcher} train --threads {params.threads} --data {params.data:q}"
+        " --method {wildcards.method} --preset {params.preset} --overrides {params.overrides:q} --out {params.run_dir:q}"
         " --device {params.device} --seed {params.seed} > {log:q} 2>&1"
 
 

@@ -175,7 +175,7 @@ def test_ci_profile_runs_on_cpu():
     proc = snakemake("results/table2.parquet", "--profile", "profiles/ci", "-n", "--forceall", "-p")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     shells = [line.removeprefix("Shell command: ") for line in proc.stdout.splitlines()]
-    trains = [line for line in shells if line.startswith("animbench train")]
+    trains = [line for line in shells if line.startswith("exec ") and " train --threads" in line]
     assert len(trains) == 2 * len(CI_METHODS)
     assert all("--device cpu" in line and "-synthetic" in line for line in trains)
     for method in CI_METHODS:
@@ -199,7 +199,7 @@ def test_cpab_tables_plan_offline():
     assert "source-copy" not in out and not of_rule(jobs, "table2")
 
     shells = [line.removeprefix("Shell command: ") for line in out.splitlines()]
-    trains = [line for line in shells if line.startswith("animbench train")]
+    trains = [line for line in shells if line.startswith("exec ") and " train --threads" in line]
     assert any(
         "--method cpabmm-cpab-global-ks --preset cpabmm-taichi256-cpab-global-ks" in line
         for line in trains
