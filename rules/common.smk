@@ -103,6 +103,22 @@ def train_launcher(wildcards, resources):
     return f"torchrun --standalone --nproc_per_node={resources.gpu} -m animbench.cli"
 
 
+def train_options(wildcards):
+    """config `training:` as animbench train options."""
+    options = config["training"]
+    args = [
+        f"--precision {options['precision']}",
+        f"--channels-last {options['channels_last']}",
+        f"--checkpoint-every {options['checkpoint_every']}",
+        f"--image-every {options['image_every']}",
+    ]
+    if options["compile"]:
+        args.append("--compile")
+    if options["workers"] is not None:
+        args.append(f"--workers {options['workers']}")
+    return " ".join(args)
+
+
 def train_threads(wildcards, threads, resources):
     """CPU threads of each training process: the job's CPUs shared by torchrun's processes."""
     return max(1, threads // max(1, resources.gpu))

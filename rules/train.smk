@@ -25,6 +25,7 @@ rule train:
         runtime=job_resource("train", "runtime"),
     params:
         launcher=train_launcher,
+        options=train_options,
         threads=train_threads,
         data=res("data/{dataset}/clips"),
         preset=train_preset,
@@ -35,7 +36,7 @@ rule train:
     shell:
         "exec {params.launcher} train --threads {params.threads} --data {params.data:q}"
         " --method {wildcards.method} --preset {params.preset} --overrides {params.overrides:q} --out {params.run_dir:q}"
-        " --device {params.device} --seed {params.seed} > {log:q} 2>&1"
+        " --device {params.device} --seed {params.seed} {params.options} > {log:q} 2>&1"
 
 
 # Released checkpoints (config: methods.<method>.checkpoints.<dataset>) are imported strictly
