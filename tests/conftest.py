@@ -104,6 +104,18 @@ def train_tiny(
         )
 
 
+def checkpoint_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of an animbench checkpoint's networks, keyed `<network>.<key>`."""
+    from animbench.train import checkpoint
+
+    payload = checkpoint.load(path)
+    return {
+        f"{net}.{key}": value
+        for net, state in payload["networks"].items()
+        for key, value in state.items()
+    }
+
+
 @pytest.fixture(scope="session")
 def trained_run(tiny_dataset, tmp_path_factory) -> Path:
     """Run folder of one tiny fomm-synthetic training (seed 0)."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY_OVERRIDES, train_tiny
+from conftest import TINY_OVERRIDES, checkpoint_weights, train_tiny
 
 from animbench.train import checkpoint
 from animbench.train.distributed import Distributed, PairBatchSampler
@@ -25,15 +25,6 @@ from animbench.train.trainer import TrainOptions
 # 8 steps over 3 epochs of 3 batches: the stops below land mid-epoch
 LONG = copy.deepcopy(TINY_OVERRIDES)
 LONG["train_params"].update({"max_steps": 8, "num_epochs": 3})
-
-
-def _weights(path) -> dict[str, torch.Tensor]:
-    payload = checkpoint.load(path)
-    return {
-        f"{net}.{key}": value
-        for net, state in payload["networks"].items()
-        for key, value in state.items()
-    }
 
 
 def _assert_close_weights(a: dict, b: dict, atol: float = 0.0) -> None:
@@ -109,7 +100,9 @@ def test_signal_saves_and_resume_is_exact(uninterrupted, tiny_dataset, tmp_path,
     assert state["batch"] == state["step"] - 3 * state["epoch"]  # mid-epoch position kept
 
     _run(tmp_path, tiny_dataset, out)  # the same command resumes
-    _assert_close_weights(_weights(out / "model.pt"), _weights(uninterrupted / "model.pt"))
+    _assert_close_weights(
+        checkpoint_weights(out / "model.pt"), checkpoint_weights(uninterrupted / "model.pt")
+    )
     log, reference = pd.read_csv(out / "log.csv"), pd.read_csv(uninterrupted / "log.csv")
     assert list(log["step"]) == list(range(1, 9))  # no step lost, none twice
     pd.testing.assert_series_equal(log["perceptual"], reference["perceptual"], rtol=1e-6)
@@ -126,7 +119,9 @@ def test_kill_resumes_from_the_last_periodic_checkpoint(uninterrupted, tiny_data
     assert not (out / "model.pt").exists()
     assert checkpoint.load_resumable(out)[0]["step"] < 8
     _run(tmp_path, tiny_dataset, out, LONG, "--checkpoint-every", "2")
-    _assert_close_weights(_weights(out / "model.pt"), _weights(uninterrupted / "model.pt"))
+    _assert_close_weights(
+        checkpoint_weights(out / "model.pt"), checkpoint_weights(uninterrupted / "model.pt")
+    )
     assert list(pd.read_csv(out / "log.csv")["step"]) == list(range(1, 9))
 
 
@@ -150,7 +145,9 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_good_one(
     summary = json.loads((out / "train.json").read_text())
     assert any("checkpoint-prev.pt" in w for w in summary["warnings"])
     # resumed at step 1, redid steps 2-4: the weights of the uninterrupted 4 steps
-    _assert_close_weights(_weights(out / "model.pt"), _weights(trained_run / "model.pt"))
+    _assert_close_weights(
+        checkpoint_weights(out / "model.pt"), checkpoint_weights(trained_run / "model.pt")
+    )
     assert list(pd.read_csv(out / "log.csv")["step"]) == [1, 2, 3, 4]
 
 
@@ -225,7 +222,9 @@ def test_two_process_ddp_matches_one_process(tiny_dataset, tmp_path):
     pd.testing.assert_series_equal(one["perceptual"], two["perceptual"], rtol=1e-4)
     assert json.loads((parallel / "train.json").read_text())["processes"] == 2
     # Adam moves a weight by at most about lr per step, whichever sign rounding gives it
-    _assert_close_weights(_weights(single / "model.pt"), _weights(parallel / "model.pt"), 2e-4)
+    _assert_close_weights(
+        checkpoint_weights(single / "model.pt"), checkpoint_weights(parallel / "model.pt"), 2e-4
+    )
 
 
 def _batch_norm_worker(rank: int, store_path: str, out_path: str) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY_OVERRIDES, train_tiny
+from conftest import TINY_OVERRIDES, checkpoint_weights, train_tiny
 
 from animbench.data.datasets import FramePairs
 from animbench.data.video import write_clip
@@ -19,15 +19,6 @@ from animbench.errors import ConfigError, DataError
 from animbench.models import registry
 from animbench.models.registry import build, get_preset
 from animbench.train import checkpoint
-
-
-def _weights(path) -> dict[str, torch.Tensor]:
-    payload = checkpoint.load(path)
-    return {
-        f"{net}.{key}": value
-        for net, state in payload["networks"].items()
-        for key, value in state.items()
-    }
 
 
 def _assert_same_weights(a: dict, b: dict) -> None:
@@ -87,10 +78,10 @@ def test_weights_change_from_initialisation(trained_run):
 
 def test_rerun_of_finished_run_does_not_retrain(trained_run, tiny_dataset, tmp_path):
     log_before = (trained_run / "log.csv").read_text()
-    weights_before = _weights(trained_run / "model.pt")
+    weights_before = checkpoint_weights(trained_run / "model.pt")
     train_tiny(tiny_dataset, trained_run, tmp_path)
     assert (trained_run / "log.csv").read_text() == log_before
-    _assert_same_weights(_weights(trained_run / "model.pt"), weights_before)
+    _assert_same_weights(checkpoint_weights(trained_run / "model.pt"), weights_before)
     summary = json.loads((trained_run / "train.json").read_text())
     assert summary["steps"] == 4
     assert checkpoint.load(trained_run / "model.pt")["step"] == 4
@@ -99,7 +90,8 @@ def test_rerun_of_finished_run_does_not_retrain(trained_run, tiny_dataset, tmp_p
 def test_same_seed_gives_identical_weights(trained_run, tiny_dataset, tmp_path):
     train_tiny(tiny_dataset, tmp_path / "again", tmp_path / "cache", seed=0)
     _assert_same_weights(
-        _weights(tmp_path / "again" / "model.pt"), _weights(trained_run / "model.pt")
+        checkpoint_weights(tmp_path / "again" / "model.pt"),
+        checkpoint_weights(trained_run / "model.pt"),
     )
     assert (tmp_path / "again" / "log.csv").read_text().count("\n") == 5
 
@@ -116,7 +108,9 @@ def test_resumed_run_equals_uninterrupted_run(trained_run, tiny_dataset, tmp_pat
     assert list(log["step"]) == [1, 2, 3, 4]
     uninterrupted = pd.read_csv(trained_run / "log.csv")
     pd.testing.assert_series_equal(log["perceptual"][:3], uninterrupted["perceptual"][:3])
-    _assert_same_weights(_weights(out / "model.pt"), _weights(trained_run / "model.pt"))
+    _assert_same_weights(
+        checkpoint_weights(out / "model.pt"), checkpoint_weights(trained_run / "model.pt")
+    )
 
 
 def test_too_few_clips_for_a_batch(tiny_dataset, tmp_path):
