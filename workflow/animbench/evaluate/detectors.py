@@ -22,6 +22,10 @@ networks) plug in the same way: a module defines a subclass that imports its lib
 library's output to ``Keypoints`` and registers itself; importing that module is what makes the
 name available. Constructors take keyword arguments only (device, batch size, weights path).
 
+Backends of optional libraries live in their own modules, listed in ``_KEYPOINT_MODULES`` /
+``_IDENTITY_MODULES`` and imported the first time their name is asked for: ``face-alignment``
+(68 face landmarks, ``animbench.evaluate.face_alignment_backend``, extra ``[detectors]``).
+
 Built in here are the ``synthetic-face`` and ``synthetic-body`` backends for the synthetic
 benchmark (``animbench.data.synthetic``). They work from pixels alone: a keypoint is the
 centroid of the pixels close to its marker colour, and the identity embedding is a colour
@@ -30,6 +34,7 @@ histogram of the non-marker pixels. They never read the generator's ground truth
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,6 +83,9 @@ class IdentityEmbedder(ABC):
 _KEYPOINT_DETECTORS: dict[str, type[KeypointDetector]] = {}
 _IDENTITY_EMBEDDERS: dict[str, type[IdentityEmbedder]] = {}
 _Class = TypeVar("_Class", bound=type)
+# name -> module that registers it, imported on first use (optional libraries load lazily)
+_KEYPOINT_MODULES = {"face-alignment": "animbench.evaluate.face_alignment_backend"}
+_IDENTITY_MODULES: dict[str, str] = {}
 
 
 def _register(registry: dict, name: str) -> Callable[[_Class], _Class]:
@@ -101,29 +109,32 @@ def register_identity_embedder(name: str) -> Callable[[_Class], _Class]:
     return _register(_IDENTITY_EMBEDDERS, name)
 
 
-def _build(registry: dict, what: str, name: str, kwargs: dict):
+def _build(registry: dict, modules: dict, what: str, name: str, kwargs: dict):
+    if name not in registry and name in modules:
+        importlib.import_module(modules[name])
     if name not in registry:
-        known = ", ".join(sorted(registry)) or "none"
+        known = ", ".join(sorted(set(registry) | set(modules))) or "none"
         raise ConfigError(f"{what} {name!r} is unknown; known: {known}")
     return registry[name](**kwargs)
 
 
 def get_keypoint_detector(name: str, **kwargs) -> KeypointDetector:
     """Build the keypoint detector registered under ``name``."""
-    return _build(_KEYPOINT_DETECTORS, "keypoint detector", name, kwargs)
+    return _build(_KEYPOINT_DETECTORS, _KEYPOINT_MODULES, "keypoint detector", name, kwargs)
 
 
 def get_identity_embedder(name: str, **kwargs) -> IdentityEmbedder:
     """Build the identity embedder registered under ``name``."""
-    return _build(_IDENTITY_EMBEDDERS, "identity embedder", name, kwargs)
+    return _build(_IDENTITY_EMBEDDERS, _IDENTITY_MODULES, "identity embedder", name, kwargs)
 
 
 def available_keypoint_detectors() -> list[str]:
-    return sorted(_KEYPOINT_DETECTORS)
+    """Registered names and the names of backend modules not imported yet."""
+    return sorted(set(_KEYPOINT_DETECTORS) | set(_KEYPOINT_MODULES))
 
 
 def available_identity_embedders() -> list[str]:
-    return sorted(_IDENTITY_EMBEDDERS)
+    return sorted(set(_IDENTITY_EMBEDDERS) | set(_IDENTITY_MODULES))
 
 
 def _check_frames(frames: np.ndarray) -> np.ndarray:
