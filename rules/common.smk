@@ -262,4 +262,35 @@ def paper_table_metrics(wildcards):
 
 
 def paper_table_args(wildcards):
-    return json.dumps(paper_table_spec(config, wildcards.table), sort_keys=True)
+    """The table's spec as JSON, keys in config order (the paper's dataset order; config order
+    is deterministic, so the param string is too)."""
+    return json.dumps(paper_table_spec(config, wildcards.table))
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def report_inputs(wildcards):
+    """What the report shows: tables, trained models (a run's log.csv, no declared
+    output, is finished with its model), reconstructions and dataset indices."""
+    datasets, methods = BENCHMARK["datasets"], BENCHMARK["methods"]
+    inputs = [res("table1.parquet"), res("table2.parquet")]
+    for dataset in datasets:
+        if dataset in SYNTHETIC_DATASETS:
+            inputs.append(res(f"data/{dataset}/clips"))
+        else:
+            inputs += [
+                res(f"data/{dataset}/availability.parquet"),
+                res(f"data/{dataset}/clips.parquet"),
+            ]
+        inputs += [model_checkpoint(dataset, method) for method in methods]
+        inputs += [
+            res(f"reconstruction/{dataset}/{method}") for method in methods + BASELINES
+        ]
+    return inputs
+
+
+def report_spec(wildcards):
+    """The part of the config the report reads: what is expected, and each dataset's source."""
+    datasets = {name: {"source": entry["source"]} for name, entry in DATASETS.items()}
+    return json.dumps({"benchmark": BENCHMARK, "datasets": datasets}, sort_keys=True)

@@ -28,6 +28,7 @@ def ci_run(tmp_path_factory) -> Path:
         "profiles/ci",
         "results/table2.parquet",
         "results/table1.parquet",
+        "results/report.html",
     )
     if failure:
         _FAILURE.append(failure)
@@ -92,6 +93,15 @@ def test_table1_exact_fomm_counts(ci_run: Path):
     assert flops.value["MotionEstimator-FOMM"] == pytest.approx(1.28, abs=0.01)
     millions = table[table.metric == "params_M"].set_index("method")
     assert "pos_embedding" in millions.note["MotionEstimator-MTIA"]  # 12.28 vs the paper's 12.23
+
+
+def test_report_shows_every_run(ci_run: Path):
+    report = (ci_run / "results/report.html").read_text(encoding="utf-8")
+    assert "not produced yet" not in report and "could not read" not in report
+    # a GIF per (dataset, method), loss curves per run (MRAA and TPSMM: an AVD stage too)
+    assert report.count('src="data:image/gif;base64,') == 2 * (len(METHODS) + 1)
+    assert report.count('<svg class="line-chart"') == 2 * (len(METHODS) + 2)
+    assert report.count('<svg class="bar-chart"') > 0 and "45,575,391" in report
 
 
 def test_rerun_does_nothing(ci_run: Path):

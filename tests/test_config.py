@@ -330,6 +330,120 @@ def test_bad_paper_tables_are_named(changes, expected):
     assert error_of(with_paper_table(**changes)) == expected
 
 
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        (
+            {"unavailable_datasets": {"nemo": "not here"}},
+            "config key 'paper_tables.t.unavailable_datasets.nemo': cpabmm_aaai2024 table2 "
+            "reports nothing on 'nemo' (it reports: taichi)",
+        ),
+        (
+            {"unavailable_datasets": {"taichi": ""}},
+            "config key 'paper_tables.t.unavailable_datasets.taichi': '' should be non-empty",
+        ),
+        (
+            {"param_networks": ["Kp"]},
+            "config key 'paper_tables.t.param_networks[0]': 'Kp' does not match '^[a-z][a-z0-9_]*$'",
+        ),
+    ],
+)
+def test_bad_paper_table_extras_are_named(changes, expected):
+    assert error_of(with_paper_table(**changes)) == expected
+
+
+def test_unavailable_dataset_must_not_be_a_table_dataset():
+    config = with_paper_table(unavailable_datasets={"taichi": "gone"})
+    config["datasets"]["toy"]["paper_name"] = "taichi"
+    assert error_of(config) == (
+        "config key 'paper_tables.t.unavailable_datasets.taichi': 'taichi' is the paper_name "
+        "of one of the table's datasets"
+    )
+
+
+def test_paper_table_spec_extras():
+    config = validate_config(with_paper_table())
+    spec = paper_table_spec(config, "t")
+    assert spec["unavailable"] == {} and spec["param_networks"] == []
+    assert "overrides" not in spec["rows"][1]["entry"]
+    config = with_paper_table(unavailable_datasets={"taichi": "gone"}, param_networks=["kp"])
+    config["methods"]["fomm"]["overrides"] = {"model_params": {"x": 1}}
+    config = validate_config(config)
+    spec = paper_table_spec(config, "t")
+    assert spec["unavailable"] == {"taichi": "gone"} and spec["param_networks"] == ["kp"]
+    assert spec["rows"][1]["entry"]["overrides"] == {"model_params": {"x": 1}}
+    assert spec["rows"][2]["entry"]["overrides"] == {}
+
+
+def test_shipped_mtia_and_fomm_tables(shipped):
+    """MTIA Tables 4-6 and FOMM Tables 1 and 3: the paper's rows -> methods entries whose
+    presets are the papers' ablation switches; the paper's default row is the benchmark's run."""
+    config = validate_config(shipped)
+    tables, methods = config["paper_tables"], config["methods"]
+    expected = {
+        "mtia_table4": {"MTIA w/o PE": "mtia-taichi256-nope", "MTIA w PE": "mtia-taichi256"},
+        "mtia_table5": {
+            "MTIA Stem": "mtia-taichi256-stem",
+            "MTIA HR-W32": "mtia-taichi256",
+            "MTIA HR-W48": "mtia-taichi256-hrw48",
+        },
+        "mtia_table6": {
+            "MTIA layers=4": "mtia-taichi256-4layers",
+            "MTIA layers=8": "mtia-taichi256-8layers",
+            "MTIA layers=12": "mtia-taichi256",
+        },
+        "fomm_table1": {
+            "Baseline": "fomm-taichi256-baseline",
+            "Pyr.": "fomm-taichi256-pyr",
+            "Pyr.+O": "fomm-taichi256-monkeynet",  # = fomm-taichi256-pyr-occ
+            "Jac. w/o Eq.(12)": "fomm-taichi256-jac-no-eq",
+            "Full": "fomm-taichi256",  # = fomm-taichi256-full
+        },
+    }
+    for name, rows in expected.items():
+        table = tables[name]
+        assert table["datasets"] == ["taichi"] and table["table"] == name[-6:]
+        presets = {
+            label: methods[r["method"]]["presets"]["taichi"] for label, r in table["rows"].items()
+        }
+        assert presets == rows
+        for label, row in table["rows"].items():  # a variant is named by its paper row
+            if methods[row["method"]].get("name"):
+                assert methods[row["method"]]["name"] in (label, "Monkey-Net")
+    from animbench.models import registry
+
+    kp = registry.get_preset("mtia-taichi256")["model_params"]["kp_detector_params"]
+    assert (kp["position_encoding"], kp["backbone"], kp["depth"]) == (True, "hrnet_w32", 12)
+    assert tables["mtia_table5"]["param_networks"] == ["kp_detector"]
+    assert tables["mtia_table4"]["param_networks"] == []
+
+    fomm3 = tables["fomm_table3"]
+    assert (fomm3["paper"], fomm3["table"], fomm3["datasets"]) == (
+        "fomm_neurips2019",
+        "table3",
+        ["taichi", "vox"],
+    )
+    assert list(fomm3["unavailable_datasets"]) == ["nemo", "bair"]
+    assert {label: r["method"] for label, r in fomm3["rows"].items()} == {
+        "X2Face": None,
+        "Monkey-Net": "monkeynet",
+        "FOMM": "fomm",
+    }
+    assert paper_table_runs(config, "fomm_table3") == [
+        ("taichi", "monkeynet"),
+        ("taichi", "fomm"),
+        ("vox", "monkeynet"),
+        ("vox", "fomm"),
+    ]
+    spec = paper_table_spec(config, "mtia_table5")
+    assert spec["param_networks"] == ["kp_detector"]
+    assert spec["rows"][0]["entry"] == {
+        "name": "MTIA Stem",
+        "presets": {"taichi": "mtia-taichi256-stem"},
+        "overrides": {},
+    }
+
+
 def test_paper_table_names():
     config = with_paper_table()
     config["paper_tables"]["table2"] = config["paper_tables"].pop("t")

@@ -403,3 +403,186 @@ def test_table2_labels_a_variant_and_asks_its_model(tmp_path, metric_files, monk
     r = row(df, "vox", "+CPAB", "L1")
     assert r["status"] == "not implemented" and "CPABMM is not implemented yet" in r["note"]
     assert "cpabmm" in asked and "cpabmm-cpab" not in asked
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def test_provenance_columns_come_from_the_metrics(tmp_path, metric_files):
+    df = tables.write_table2(metric_files, SPEC, tmp_path / "t.parquet")
+    r = row(df, "vox", "FOMM", "AKD")
+    assert (r["keypoint_detector"], r["keypoint_detector_version"]) == ("fake-kp", "1.5.0")
+    assert r["keypoint_weights_sha256"] == "ef" * 32 and r["checkpoint_sha256"] == "cd" * 32
+    assert r["config_hash"] == "cafe" and r["git_commit"]
+    assert "no weights sha256" not in r["note"] and "not recorded" not in r["note"]
+    assert pd.isna(r["identity_embedder"]) and pd.isna(r["identity_weights_sha256"])
+    r = row(df, "vox", "MRAA", "L1")  # nothing measured: no provenance either
+    assert pd.isna(r["checkpoint_sha256"]) and pd.isna(r["keypoint_detector"])
+
+
+def test_missing_provenance_is_named(tmp_path):
+    rows = metric_rows("vox", "fomm", [4])
+    rows["checkpoint_sha256"] = None
+    rows["keypoint_weights_sha256"] = None  # a detector without weights (the synthetic ones)
+    base = metric_rows("vox", "source-copy", [4], akd=False)
+    base["checkpoint_sha256"] = None
+    files = [
+        write_parquet_atomic(rows, tmp_path / "a.parquet"),
+        write_parquet_atomic(base, tmp_path / "b.parquet"),
+    ]
+    df = tables.write_table2(files, SPEC, tmp_path / "t.parquet")
+    r = row(df, "vox", "FOMM", "AKD")
+    assert r["status"] == "measured" and pd.isna(r["checkpoint_sha256"])
+    assert "checkpoint sha256 not recorded (reconstruct.json has none)" in r["note"]
+    assert "keypoint detector fake-kp: no weights sha256 recorded" in r["note"]
+    assert "(sha256" not in r["detector_versions"]  # the label lacks it too
+    assert "no weights sha256" not in row(df, "vox", "FOMM", "L1")["note"]  # L1 needs none
+    r = row(df, "vox", "Source copy", "L1")
+    assert r["status"] == "measured" and "no checkpoint (a baseline without a model)" in r["note"]
+
+
+# --------------------------------------------------------------------------- paper tables:
+# unavailable datasets and a parameter column
+
+FOMM3 = {
+    "name": "fomm_table3",
+    "paper": "fomm_neurips2019",
+    "table": "table3",
+    "datasets": {
+        "taichi": {"paper_name": "taichi", "metrics": ["L1", "AKD", "MKR", "AED"]},
+        "vox": {"paper_name": "vox", "metrics": ["L1", "AKD", "AED"]},
+    },
+    "unavailable": {"nemo": "Nemo is not in animbench", "bair": "BAIR is not in animbench"},
+    "rows": [
+        {"label": "X2Face", "method": None, "note": "X2Face is not in animbench"},
+        {
+            "label": "Monkey-Net",
+            "method": "monkeynet",
+            "entry": {
+                "name": "Monkey-Net",
+                "presets": {"taichi": "fomm-taichi256-monkeynet", "vox": "fomm-vox256-monkeynet"},
+            },
+        },
+        {
+            "label": "FOMM",
+            "method": "fomm",
+            "entry": {"presets": {"taichi": "fomm-taichi256", "vox": "fomm-vox256"}},
+        },
+    ],
+    "config_hash": "f00d",
+}
+
+
+def test_paper_table_unavailable_datasets(tmp_path):
+    files = [
+        write_parquet_atomic(metric_rows("taichi", "fomm", [2, 6]), tmp_path / "a.parquet"),
+        write_parquet_atomic(metric_rows("vox", "monkeynet", [5]), tmp_path / "b.parquet"),
+    ]
+    df = tables.write_paper_table(files, FOMM3, tmp_path / "fomm_table3.parquet")
+    # taichi 3x4, vox 3x3, nemo 3x3, bair 3x1: every number of the paper's table
+    assert len(df) == 12 + 9 + 9 + 3
+    paper = tables.paper_values()
+    paper = paper[(paper["paper"] == "fomm_neurips2019") & (paper["table"] == "table3")]
+    assert len(paper) == len(df)
+    got = {(r.dataset, r.method, r.metric): r.paper_value for r in df.itertuples()}
+    assert got == {(r.dataset, r.method, r.metric): r.value for r in paper.itertuples()}
+    assert list(dict.fromkeys(df["dataset"])) == ["taichi", "vox", "nemo", "bair"]
+
+    r = row(df, "taichi", "FOMM", "L1")
+    assert r["status"] == "measured" and r["delta"] == pytest.approx(0.05 - 0.063)
+    r = row(df, "vox", "Monkey-Net", "AKD")
+    assert r["status"] == "measured" and r["delta"] == pytest.approx(1.5 - 1.878)
+    assert row(df, "vox", "FOMM", "AED")["status"] == "missing"
+    r = row(df, "nemo", "FOMM", "AED")
+    assert r["status"] == "not available" and r["note"] == "Nemo is not in animbench"
+    assert r["paper_value"] == pytest.approx(0.048) and math.isnan(r["value"])
+    assert math.isnan(r["delta"]) and r["paper_dataset"] == "nemo"
+    r = row(df, "bair", "X2Face", "L1")
+    assert r["status"] == "not available" and r["paper_value"] == pytest.approx(0.065)
+    assert r["note"] == "X2Face is not in animbench; BAIR is not in animbench"
+    assert set(df.loc[df["dataset"] == "bair", "metric"]) == {"L1"}
+    assert not df.loc[df["status"] == "not available", "value"].notna().any()
+    assert df["note"].str.len().gt(0).all()
+
+
+MTIA5 = {
+    "name": "mtia_table5",
+    "paper": "mtia_eccv2022",
+    "table": "table5",
+    "datasets": {"taichi": {"paper_name": "taichi", "metrics": ["L1", "AKD", "MKR", "AED"]}},
+    "param_networks": ["kp_detector"],
+    "rows": [
+        {
+            "label": "MTIA Stem",
+            "method": "mtia-stem",
+            "entry": {"name": "MTIA Stem", "presets": {"taichi": "mtia-taichi256-stem"}},
+        },
+        {
+            "label": "MTIA HR-W32",
+            "method": "mtia",
+            "entry": {"presets": {"taichi": "mtia-taichi256"}, "overrides": {"x": 1}},
+        },
+        {"label": "MTIA HR-W48", "method": None, "note": "not configured"},
+    ],
+    "config_hash": "f00d",
+}
+
+
+def test_paper_table_parameter_column(tmp_path, monkeypatch):
+    counted = []
+
+    def fake_parameters(preset, overrides, networks):
+        counted.append((preset, overrides, tuple(networks)))
+        return (5_611_014, 49_152) if preset.endswith("stem") else (12_283_462, 49_152)
+
+    monkeypatch.setattr(tables, "preset_parameters", fake_parameters)
+    files = [write_parquet_atomic(metric_rows("taichi", "mtia-stem", [4]), tmp_path / "a.pq")]
+    df = tables.write_paper_table(files, MTIA5, tmp_path / "t.parquet")
+    assert len(df) == 3 * 5 and list(df["metric"][:5]) == ["params_M", "L1", "AKD", "MKR", "AED"]
+    assert counted == [
+        ("mtia-taichi256-stem", None, ("kp_detector",)),
+        ("mtia-taichi256", {"x": 1}, ("kp_detector",)),
+    ]
+    r = row(df, "taichi", "MTIA Stem", "params_M")
+    assert r["status"] == "measured" and r["value"] == pytest.approx(5.611014)
+    assert r["paper_value"] == pytest.approx(5.56) and r["delta"] == pytest.approx(0.051014)
+    assert "5,611,014" in r["note"] and "trainable only: 5.562M" in r["note"]
+    assert pd.isna(r["n_videos"]) and pd.isna(r["checkpoint_sha256"])
+    r = row(df, "taichi", "MTIA HR-W32", "params_M")
+    assert r["value"] == pytest.approx(12.283462) and "with the entry's overrides" in r["note"]
+    assert row(df, "taichi", "MTIA HR-W32", "L1")["status"] == "missing"  # not trained yet
+    assert row(df, "taichi", "MTIA Stem", "L1")["status"] == "measured"
+    r = row(df, "taichi", "MTIA HR-W48", "params_M")
+    assert r["status"] == "not available" and r["paper_value"] == pytest.approx(21.3)
+
+
+def test_paper_table_parameters_of_a_planned_model(tmp_path, monkeypatch):
+    monkeypatch.setattr(tables, "is_implemented", lambda model: model != "mtia")
+    monkeypatch.setitem(tables.PLANNED, "mtia", "issue 3")
+    monkeypatch.setattr(tables, "preset_parameters", lambda *a: pytest.fail("counted"))
+    df = tables.write_paper_table([], MTIA5, tmp_path / "t.parquet")
+    r = row(df, "taichi", "MTIA Stem", "params_M")
+    assert r["status"] == "not implemented" and "MTIA is not implemented yet" in r["note"]
+
+
+def test_preset_parameters_counts_frozen_ones():
+    total, frozen = tables.preset_parameters("mtia-synthetic", None, ["kp_detector"])
+    model = registry.build("mtia-synthetic")
+    assert total == tables.count_parameters(model.networks["kp_detector"])
+    assert frozen == sum(
+        p.numel() for p in model.networks["kp_detector"].parameters() if not p.requires_grad
+    )
+    from animbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="preset mtia-synthetic has no network nope"):
+        tables.preset_parameters("mtia-synthetic", {}, ["nope"])
+
+
+@pytest.mark.slow
+def test_mtia_table5_parameters_are_the_papers_trainable_counts():
+    """MTIA Table 5's Param. column counts trainable parameters: ours equal it exactly once
+    the frozen sine position table is left out (the table reports both)."""
+    for preset, paper in [("stem", 5.56), ("hrw48", 21.30), ("", 12.23)]:
+        name = f"mtia-taichi256-{preset}".rstrip("-")
+        total, frozen = tables.preset_parameters(name, None, ["kp_detector"])
+        assert frozen == 49_152 and round((total - frozen) / 1e6, 2) == paper

@@ -217,7 +217,52 @@ def test_cpab_tables_plan_offline():
     else:
         assert (spec["rows"][0]["label"], spec["rows"][0]["method"]) == ("X2Face", None)
         assert len(metrics) == 18
+        assert list(spec["datasets"]) == ["taichi", "ted", "vox", "mgif"]  # the paper's order
     assert f"results/benchmarks/{name}.tsv" in out
+
+
+NEW_TABLES = ["mtia_table4", "mtia_table5", "mtia_table6", "fomm_table1", "fomm_table3"]
+
+
+def test_mtia_and_fomm_tables_plan_offline():
+    """MTIA Tables 4-6 and FOMM Tables 1 and 3 plan from the default config: each ablation row
+    trains its preset on taichi; the papers' default rows reuse the benchmark's runs (mtia,
+    fomm) and Pyr.+O the Monkey-Net run (the same preset)."""
+    jobs, out = plan(*[f"results/{t}.parquet" for t in NEW_TABLES], "-p")
+    assert of_rule(jobs, "paper_table", "table") == {(t,) for t in NEW_TABLES}
+    ablations = ["nope", "stem", "hrw48", "4layers", "8layers"]
+    expected = {("taichi", f"mtia-{a}") for a in ablations} | {("taichi", "mtia")}
+    expected |= {("taichi", f"fomm-{a}") for a in ["baseline", "pyr", "jac-no-eq"]}
+    expected |= {(d, m) for d in ["taichi", "vox"] for m in ["fomm", "monkeynet"]}
+    assert of_rule(jobs, "train", "dataset", "method") == expected
+    assert of_rule(jobs, "metrics", "dataset", "method") == expected
+    assert not of_rule(jobs, "table2") and "source-copy" not in out
+    assert "nemo" not in of_rule(jobs, "crop", "dataset")
+
+    shells = [line.removeprefix("Shell command: ") for line in out.splitlines()]
+    trains = [line for line in shells if line.startswith("exec ") and " train --threads" in line]
+    assert any("--method mtia-hrw48 --preset mtia-taichi256-hrw48" in t for t in trains)
+    assert any("--method fomm-baseline --preset fomm-taichi256-baseline" in t for t in trains)
+    specs = {}
+    for line in shells:
+        if line.startswith("animbench table paper"):
+            args = shlex.split(line.split(" > ")[0])
+            specs[args[args.index("--name") + 1]] = json.loads(args[args.index("--spec") + 1])
+    assert sorted(specs) == sorted(NEW_TABLES)
+    assert specs["mtia_table5"]["param_networks"] == ["kp_detector"]
+    assert list(specs["fomm_table3"]["unavailable"]) == ["nemo", "bair"]  # the paper's order
+    assert list(specs["fomm_table3"]["datasets"]) == ["taichi", "vox"]
+
+
+def test_tables_target_plans_every_paper_table():
+    jobs = planned_jobs("tables")
+    tables = {t for (t,) in of_rule(jobs, "paper_table", "table")}
+    assert tables == {*NEW_TABLES, "cpab_table1", "cpab_table2"}
+    counts = Counter(rule for rule, _ in jobs)
+    assert counts["table1"] == counts["table2"] == counts["tables"] == 1
+    # the default target stays MTIA Tables 1 and 2
+    default = Counter(rule for rule, _ in planned_jobs())
+    assert default["paper_table"] == 0 and default["table2"] == 1
 
 
 def test_table1_plans_only_table1():

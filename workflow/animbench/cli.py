@@ -145,6 +145,18 @@ def _cmd_animate(args: argparse.Namespace) -> None:
     )
 
 
+def _cmd_report(args: argparse.Namespace) -> None:
+    from animbench.report import build_report
+
+    config = args.spec
+    if args.config:
+        from animbench.config import load_config
+
+        config = load_config(args.config)
+    path = build_report(args.results, config or None, args.out)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+
+
 def _cmd_config(args: argparse.Namespace) -> None:
     from animbench.config import load_config
 
@@ -276,6 +288,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-frames", type=int, default=8, help="driving frames per forward pass")
     p.set_defaults(func=_cmd_animate)
+
+    p = sub.add_parser("report", help="one self-contained HTML page of the results")
+    p.add_argument("--results", default="results", help="the results folder")
+    p.add_argument(
+        "--config",
+        nargs="+",
+        default=None,
+        help="config files (later ones override): the benchmark's datasets and methods",
+    )
+    p.add_argument(
+        "--spec",
+        type=_json,
+        default={},
+        help="instead of --config: the config's benchmark and datasets entries as JSON",
+    )
+    p.add_argument("-o", "--out", default="results/report.html")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("config", help="validate configuration files (later ones override)")
     p.add_argument("files", nargs="+")

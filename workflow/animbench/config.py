@@ -189,6 +189,17 @@ def paper_table_keys() -> frozenset[tuple[str, str]]:
         return frozenset((row["paper"], row["table"]) for row in csv.DictReader(handle))
 
 
+def paper_table_datasets(paper: str, table: str) -> frozenset[str]:
+    """The dataset names a table of paper_tables.csv reports numbers on."""
+    source = resources.files("animbench") / "resources" / "paper_tables.csv"
+    with source.open("r", encoding="utf-8", newline="") as handle:
+        return frozenset(
+            row["dataset"]
+            for row in csv.DictReader(handle)
+            if (row["paper"], row["table"]) == (paper, table)
+        )
+
+
 def _check_paper_tables(config: dict) -> None:
     datasets, methods = config["datasets"], config["methods"]
     for name, spec in config.get("paper_tables", {}).items():
@@ -205,6 +216,21 @@ def _check_paper_tables(config: dict) -> None:
                 known = ", ".join(sorted(datasets)) or "none"
                 raise _fail(
                     [*where, "datasets", i], f"unknown dataset '{dataset}' (defined: {known})"
+                )
+        reported = paper_table_datasets(spec["paper"], spec["table"])
+        ours = {datasets[d].get("paper_name") for d in spec["datasets"]}
+        for paper_name in spec.get("unavailable_datasets", {}):
+            if paper_name not in reported:
+                known = ", ".join(sorted(reported)) or "none"
+                raise _fail(
+                    [*where, "unavailable_datasets", paper_name],
+                    f"{spec['paper']} {spec['table']} reports nothing on '{paper_name}' "
+                    f"(it reports: {known})",
+                )
+            if paper_name in ours:
+                raise _fail(
+                    [*where, "unavailable_datasets", paper_name],
+                    f"'{paper_name}' is the paper_name of one of the table's datasets",
                 )
         for label, row in spec["rows"].items():
             method = row["method"]
@@ -301,8 +327,18 @@ def paper_table_runs(config: Mapping, name: str) -> list[tuple[str, str]]:
 
 
 def paper_table_spec(config: Mapping, name: str) -> dict:
-    """The spec handed to `animbench table paper` (tables.write_paper_table)."""
+    """The spec handed to `animbench table paper` (tables.write_paper_table). A table with
+    param_networks counts parameters on each entry's presets, so its entries carry their
+    overrides too."""
     spec = config["paper_tables"][name]
+    param_networks = list(spec.get("param_networks") or [])
+
+    def entry(method: str) -> dict:
+        out = _entry(config, method, spec["datasets"])
+        if param_networks:
+            out["overrides"] = dict(config["methods"][method].get("overrides") or {})
+        return out
+
     return {
         "name": name,
         "paper": spec["paper"],
@@ -319,9 +355,11 @@ def paper_table_spec(config: Mapping, name: str) -> dict:
                 "label": label,
                 "method": row["method"],
                 "note": row.get("note"),
-                "entry": _entry(config, row["method"], spec["datasets"]) if row["method"] else None,
+                "entry": entry(row["method"]) if row["method"] else None,
             }
             for label, row in spec["rows"].items()
         ],
+        "unavailable": dict(spec.get("unavailable_datasets") or {}),
+        "param_networks": param_networks,
         "config_hash": config_hash(config),
     }

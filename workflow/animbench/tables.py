@@ -2,9 +2,15 @@
 
 Long format: one row per (paper, table, dataset, method, metric) with our `value`, the paper's
 `paper_value`, `delta = value − paper_value`, how many videos/frames the value rests on, a
-`status` (measured / not run / not implemented / not computed / missing) and a `note` saying
-why a value is absent or how comparable it is, plus provenance. Values are never invented: a
-value is NaN unless it was measured in this run.
+`status` (measured / not run / not implemented / not computed / missing / not available) and
+a `note` saying why a value is absent or how comparable it is, plus provenance: git commit,
+config hash, the checkpoint's sha256 (reconstruct.json, via the metrics files) and each
+detector's name, version and weights sha256 (the metrics files); a measured row lacking any of
+them says so in its note. Values are never invented: a value is NaN unless it was measured (or,
+for a parameter count, counted) in this run.
+
+Tables: table1 and table2 (MTIA Tables 1 and 2) here; every other paper table (MTIA 4-6, FOMM 1
+and 3, CPAB 1 and 2) is a config `paper_tables` entry written by write_paper_table.
 """
 
 from __future__ import annotations
@@ -44,7 +50,11 @@ COLUMNS = [
     "config_hash",
     "checkpoint_sha256",
     "keypoint_detector",
+    "keypoint_detector_version",
+    "keypoint_weights_sha256",
     "identity_embedder",
+    "identity_embedder_version",
+    "identity_weights_sha256",
     "detector_versions",
     "animbench_version",
     "created",
@@ -52,6 +62,10 @@ COLUMNS = [
 FLOAT_COLUMNS = ["value", "paper_value", "delta"]
 INT_COLUMNS = ["n_videos", "n_frames"]
 METRICS = ("L1", "AKD", "MKR", "AED")  # the papers' column order
+# Per-frame image metrics the papers do not report (evaluate/image_metrics.py): a dataset's
+# table rows get all three, after the papers' metrics, once any of its metrics files has one.
+EXTRA_METRICS = ("PSNR", "SSIM", "LPIPS")
+PARAMS = "params_M"  # a paper table's parameter column (MTIA Table 5), millions
 
 MTIA = "mtia_eccv2022"
 TABLE2_METHODS = ["fomm", "mraa", "mtia"]  # MTIA's Table 2, in the paper's order
@@ -251,6 +265,46 @@ def _detector_label(group: pd.DataFrame, prefix: str) -> str | None:
     return ", ".join(sorted(labels)) or None
 
 
+# provenance columns copied from the metrics files (which copy the checkpoint's sha256 from
+# reconstruct.json and each detector's name, version and weights sha256 from the detector)
+PROVENANCE_COLUMNS = (
+    "checkpoint_sha256",
+    "keypoint_detector",
+    "keypoint_detector_version",
+    "keypoint_weights_sha256",
+    "identity_embedder",
+    "identity_embedder_version",
+    "identity_weights_sha256",
+)
+
+
+def _missing_provenance(row: dict[str, Any], metric: str, baseline: bool) -> list[str]:
+    """Notes naming the provenance a measured row lacks, and why it can be absent."""
+    notes = []
+    if row.get("checkpoint_sha256") is None:
+        notes.append(
+            "no checkpoint (a baseline without a model)"
+            if baseline
+            else "checkpoint sha256 not recorded (reconstruct.json has none)"
+        )
+    kind = {"AKD": "keypoint", "MKR": "keypoint", "AED": "identity"}.get(metric)
+    if kind:
+        name = row.get("keypoint_detector" if kind == "keypoint" else "identity_embedder")
+        prefix = "keypoint_detector" if kind == "keypoint" else "identity_embedder"
+        weights = "keypoint_weights_sha256" if kind == "keypoint" else "identity_weights_sha256"
+        if name is None:
+            notes.append(f"{kind} detector not recorded in the metrics")
+        else:
+            if row.get(f"{prefix}_version") is None:
+                notes.append(f"{kind} detector {name}: version not recorded")
+            if row.get(weights) is None:
+                notes.append(
+                    f"{kind} detector {name}: no weights sha256 recorded (a detector without "
+                    "weights, e.g. a synthetic one, has none)"
+                )
+    return notes
+
+
 def _measure(
     row: dict[str, Any],
     group: pd.DataFrame | None,
@@ -258,15 +312,16 @@ def _measure(
     metric: str,
     paper_name: str | None,
     notes: list[str],
+    baseline: bool = False,
 ) -> bool:
     """Fill a row from one (dataset, method)'s metrics: value, counts, delta, provenance and
     comparability notes ("measured"), or "not computed" when the run lacks the metric's
-    backend. False when there are no metrics at all."""
+    backend. False when there are no metrics at all. Provenance a measured row lacks is
+    named in its note."""
     if group is None:
         return False
-    row["checkpoint_sha256"] = _unique(group.get("checkpoint_sha256"))
-    row["keypoint_detector"] = _unique(group.get("keypoint_detector"))
-    row["identity_embedder"] = _unique(group.get("identity_embedder"))
+    for column in PROVENANCE_COLUMNS:
+        row[column] = _unique(group.get(column))
     labels = [
         f"{kind}: {label}"
         for kind in ("keypoint", "identity")
@@ -278,7 +333,7 @@ def _measure(
         row.update(value=value, n_videos=n_videos, n_frames=n_frames)
         row["status"] = "measured"
         row["delta"] = value - row["paper_value"]
-        if metric != "L1" and paper_name:
+        if metric not in ("L1", *EXTRA_METRICS) and paper_name:
             kind = "keypoint" if metric in ("AKD", "MKR") else "identity"
             label = _detector_label(group, kind) or "an unnamed detector"
             notes.append(
@@ -288,6 +343,13 @@ def _measure(
         warnings = _unique(group.get("warnings"))
         if warnings:
             notes.append(f"reconstruction warnings: {warnings}")
+        notes.extend(_missing_provenance(row, metric, baseline))
+    elif metric in EXTRA_METRICS:
+        row["status"] = "not computed"
+        notes.append(
+            f"{metric} was not computed in this run (frames.parquet of the reconstruction has "
+            "no values: LPIPS weights unavailable, or a reconstruction from before PSNR/SSIM/LPIPS)"
+        )
     else:
         row["status"] = "not computed"
         backend = "keypoint detector" if metric in ("AKD", "MKR") else "identity embedder"
@@ -299,8 +361,15 @@ def _groups(df: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
     return {key: g for key, g in df.groupby(["dataset", "method"], sort=False)} if len(df) else {}
 
 
+def _extras(groups: Mapping[tuple[str, str], pd.DataFrame], dataset: str) -> list[str]:
+    """EXTRA_METRICS when any metrics file of the dataset has one of them, else none (runs
+    from before them keep their tables)."""
+    measured = {m for (d, _), g in groups.items() if d == dataset for m in aggregate(g)}
+    return list(EXTRA_METRICS) if measured & set(EXTRA_METRICS) else []
+
+
 def _check_metrics(where: str, dataset: str, wanted: Sequence[str]) -> None:
-    unknown = [m for m in wanted if m not in METRICS]
+    unknown = [m for m in wanted if m not in METRICS + EXTRA_METRICS]
     if unknown:
         raise ConfigError(f"{where}.datasets.{dataset}.metrics: unknown metric {unknown[0]}")
 
@@ -335,7 +404,8 @@ def write_table2(metrics: Sequence[str | Path], spec: dict, out: str | Path) -> 
     """MTIA's Table 2 (paper mtia_eccv2022, table2) from per-video metrics files.
 
     Rows: every spec dataset × (FOMM, MRAA, MTIA ∪ spec methods ∪ baselines ∪ measured) × the
-    dataset's metrics. Dataset and method come from the metrics rows, not the file names.
+    dataset's metrics, then PSNR, SSIM and LPIPS where the dataset's metrics files have them.
+    Dataset and method come from the metrics rows, not the file names.
     `spec` = {"datasets": {name: {"paper_name": str|None, "metrics": [...]}}, "methods": [...],
     "baselines": [...], "entries": {method: its config `methods` entry}, "config_hash": str};
     an entry gives a variant key its row label (`name`) and model (from its presets).
@@ -359,6 +429,7 @@ def write_table2(metrics: Sequence[str | Path], spec: dict, out: str | Path) -> 
         paper_name = dspec.get("paper_name")
         wanted = list(dspec.get("metrics") or ["L1"])
         _check_metrics("table2", dataset, wanted)
+        wanted += [m for m in _extras(groups, dataset) if m not in wanted]
         for method in methods:
             display = display_name(method, entries.get(method))
             group = groups.get((dataset, method))
@@ -369,7 +440,9 @@ def write_table2(metrics: Sequence[str | Path], spec: dict, out: str | Path) -> 
                 )
                 row = _blank_row("table2", dataset, paper_name, display, metric, paper_value, prov)
                 notes: list[str] = []
-                if not _measure(row, group, agg, metric, paper_name, notes):
+                if not _measure(
+                    row, group, agg, metric, paper_name, notes, baseline=method in baselines
+                ):
                     model = entry_model(method, entries.get(method), dataset)
                     in_run = method in run_methods + baselines
                     _unmeasured(row, notes, model, in_run, display, dataset, method)
@@ -378,16 +451,60 @@ def write_table2(metrics: Sequence[str | Path], spec: dict, out: str | Path) -> 
     return _finish(rows, out)
 
 
+def preset_parameters(
+    preset: str, overrides: Mapping | None, networks: Sequence[str]
+) -> tuple[int, int]:
+    """(all, frozen) parameters of `networks` of a preset's model built with a methods entry's
+    overrides; buffers excluded."""
+    model = registry.build(preset, dict(overrides or {}))
+    missing = [n for n in networks if n not in model.networks]
+    if missing:
+        raise ConfigError(
+            f"preset {preset} has no network {missing[0]} (it has: {', '.join(model.networks)})"
+        )
+    params = [p for n in networks for p in model.networks[n].parameters()]
+    return (
+        int(sum(p.numel() for p in params)),
+        int(sum(p.numel() for p in params if not p.requires_grad)),
+    )
+
+
+def _count_params(
+    row: dict[str, Any], notes: list[str], preset: str, entry: Mapping, networks: Sequence[str]
+) -> None:
+    """A params_M row: the preset's parameter count (no training needed), or why there is none."""
+    model = preset_model(preset)
+    if not is_implemented(model):
+        row["status"] = "not implemented"
+        notes.append(not_implemented_note(model))
+        return
+    total, frozen = preset_parameters(preset, entry.get("overrides"), networks)
+    value = total / 1e6
+    row.update(value=value, delta=value - row["paper_value"], status="measured")
+    notes.append(
+        f"parameters of {'+'.join(networks)} counted on the preset"
+        + (" with the entry's overrides" if entry.get("overrides") else "")
+        + f" (untrained): {total:,}, trainable and frozen, buffers excluded (as table1)"
+    )
+    if frozen:
+        notes.append(f"{frozen:,} of them frozen; trainable only: {(total - frozen) / 1e6:.3f}M")
+
+
 def write_paper_table(metrics: Sequence[str | Path], spec: dict, out: str | Path) -> pd.DataFrame:
     """A paper's results table (config `paper_tables`) from per-video metrics files.
 
     `spec` (config.paper_table_spec) = {"name", "paper", "table", "datasets": {name:
-    {"paper_name", "metrics"}}, "rows": [{"label", "method", "note", "entry"}], "config_hash"}.
+    {"paper_name", "metrics"}}, "rows": [{"label", "method", "note", "entry"}], "unavailable":
+    {paper dataset: reason}, "param_networks": [...], "config_hash"}.
     Each row is labelled as in the paper; its `method` is a config methods entry (its `entry`
-    gives presets and display name) or None for a paper method animbench does not have (status
-    "not available", `note` says why). A (row, dataset) is listed when the paper reports it or
-    the entry has a preset for the dataset; metrics are the dataset's configured ones plus any
-    the paper reports, in the paper's order (mgif: L1 only).
+    gives presets, overrides and display name) or None for a paper method animbench does not
+    have (status "not available", `note` says why). A (row, dataset) is listed when the paper
+    reports it or the entry has a preset for the dataset; metrics are the dataset's configured
+    ones plus any the paper reports, in the paper's order (mgif: L1 only), then PSNR, SSIM
+    and LPIPS where the dataset's metrics files have them. With
+    `param_networks`, a `params_M` row first: those networks' parameters on the row's preset
+    (MTIA Table 5). Paper datasets animbench does not have (`unavailable`, e.g. FOMM's Nemo and
+    BAIR) come last: every number the paper reports there, "not available" with the reason.
     """
     where = f"paper_tables.{spec.get('name') or '?'}"
     datasets = spec.get("datasets")
@@ -400,8 +517,17 @@ def write_paper_table(metrics: Sequence[str | Path], spec: dict, out: str | Path
     paper = _paper_lookup(str(paper_key), str(table_key))
     if not paper:
         raise ConfigError(f"{where}: paper_tables.csv has no table {table_key} of {paper_key}")
+    unavailable = dict(spec.get("unavailable") or {})
+    param_networks = list(spec.get("param_networks") or [])
+    columns = ([PARAMS] if param_networks else []) + list(METRICS)
     groups = _groups(_read_metrics(metrics))
     prov = _provenance(spec.get("config_hash"))
+
+    def blank(dataset: str, paper_name, label: str, metric: str) -> dict[str, Any]:
+        paper_value = paper.get((paper_name, label, metric), np.nan)
+        return _blank_row(
+            str(table_key), dataset, paper_name, label, metric, paper_value, prov, str(paper_key)
+        )
 
     rows: list[dict[str, Any]] = []
     for dataset, dspec in datasets.items():
@@ -409,27 +535,19 @@ def write_paper_table(metrics: Sequence[str | Path], spec: dict, out: str | Path
         paper_name = dspec.get("paper_name")
         configured = list(dspec.get("metrics") or ["L1"])
         _check_metrics(where, dataset, configured)
+        configured += [PARAMS] if param_networks else []
+        extras = [m for m in EXTRA_METRICS if m in configured or m in _extras(groups, dataset)]
         for trow in table_rows:
             label, method = str(trow["label"]), trow.get("method")
             entry = trow.get("entry") or {}
             preset = (entry.get("presets") or {}).get(dataset) if method else None
-            reported = [m for m in METRICS if (paper_name, label, m) in paper]
+            reported = [m for m in columns if (paper_name, label, m) in paper]
             if preset is None and not reported:
                 continue  # neither the paper nor this run has anything for it
             group = groups.get((dataset, method)) if method else None
             agg = aggregate(group) if group is not None else {}
-            for metric in [m for m in METRICS if m in configured or m in reported]:
-                paper_value = paper.get((paper_name, label, metric), np.nan)
-                row = _blank_row(
-                    str(table_key),
-                    dataset,
-                    paper_name,
-                    label,
-                    metric,
-                    paper_value,
-                    prov,
-                    str(paper_key),
-                )
+            for metric in [m for m in columns if m in configured or m in reported] + extras:
+                row = blank(dataset, paper_name, label, metric)
                 notes: list[str] = []
                 if method is None:
                     row["status"] = "not available"
@@ -443,9 +561,22 @@ def write_paper_table(metrics: Sequence[str | Path], spec: dict, out: str | Path
                     notes.append(f"methods entry {method}{named}, preset {preset}")
                     if trow.get("note"):
                         notes.append(trow["note"])
-                    if not _measure(row, group, agg, metric, paper_name, notes):
+                    if metric == PARAMS:
+                        _count_params(row, notes, preset, entry, param_networks)
+                    elif not _measure(row, group, agg, metric, paper_name, notes):
                         _unmeasured(row, notes, preset_model(preset), True, label, dataset, method)
-                _finish_row(row, notes, metric, label, paper_name, paper_value)
+                _finish_row(row, notes, metric, label, paper_name, row["paper_value"])
+                rows.append(row)
+    for paper_name, reason in unavailable.items():
+        for trow in table_rows:
+            label = str(trow["label"])
+            for metric in [m for m in columns if (paper_name, label, m) in paper]:
+                row = blank(paper_name, paper_name, label, metric)
+                row["status"] = "not available"
+                notes = [reason]
+                if trow.get("method") is None:
+                    notes.insert(0, trow.get("note") or f"animbench has no {label}")
+                row["note"] = "; ".join(notes)
                 rows.append(row)
     return _finish(rows, out)
 

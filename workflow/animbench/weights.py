@@ -27,17 +27,35 @@ class WeightFile:
     # torchvision names its files by the first 8 hex digits of the sha256; any prefix length
     # works. None: unpinned (no trustworthy digest known), see `fetch`.
     sha256_prefix: str | None
+    # the file's name in the caches; None: the URL's last component
+    cache_name: str | None = None
 
     @property
     def filename(self) -> str:
-        return self.url.rsplit("/", 1)[-1]
+        return self.cache_name or self.url.rsplit("/", 1)[-1]
 
 
 _OPENMMLAB = "https://download.openmmlab.com/mmpose/pretrain_models"
+_ADRIANBULAT = "https://www.adrianbulat.com/downloads/python-fan"
 
 WEIGHTS = {
     "vgg19": WeightFile(
         "vgg19", "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth", "dcbb9e9d"
+    ),
+    # LPIPS v0.1 (evaluate/image_metrics.py): torchvision's ImageNet AlexNet (the trunk) and the
+    # official linear heads (richzhang/PerceptualSimilarity lpips/weights/v0.1/alex.pth, 6,009
+    # bytes; the sha256 was computed here from the copies in the lpips 0.1.4 wheel and in
+    # torchmetrics 1.9.0, which are identical). A public script pins alexnet-owt-7be5be79.pth as
+    # sha256 7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02 (not computed
+    # here: no copy reachable), consistent with torchvision's 8-digit name prefix pinned below.
+    "alexnet": WeightFile(
+        "alexnet", "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth", "7be5be79"
+    ),
+    "lpips_alex": WeightFile(
+        "lpips_alex",
+        "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/alex.pth",
+        "df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0",
+        cache_name="lpips-v0.1-alex-df73285e.pth",  # "alex.pth" alone is too generic a name
     ),
     # ImageNet HRNet backbones (MTIA's TaiChi init; the files HRNet-pose, TransPose and TokenPose
     # load, mirrored by mmpose under these names). Keys are the official HRNet names.
@@ -73,6 +91,13 @@ WEIGHTS = {
         "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
         "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
     ),
+    # face-alignment 1.5.0's SFD face detector and 2D FAN-4 (face AKD; URLs from the package's
+    # sfd_detector.py and api.py). Both are plain state_dicts. Pinned by the file names' sha256
+    # prefixes (torch hub convention: the author's own digest). A public project pins the full
+    # digests 619a31681264d3f7…b33543 and 11f355bf06931202…32e4aa; not computed here (no copy
+    # reachable), so only the authors' prefixes are enforced.
+    "s3fd": WeightFile("s3fd", f"{_ADRIANBULAT}/s3fd-619a316812.pth", "619a316812"),
+    "2dfan4": WeightFile("2dfan4", f"{_ADRIANBULAT}/2DFAN4-11f355bf06.pth.tar", "11f355bf06"),
 }
 
 _log = logging.getLogger(__name__)

@@ -5,6 +5,10 @@ frames of all test videos, so each video is stored as sums and counts (one Parqu
 video) and `aggregate` divides the totals. A mean of per-video means would weight a 30-frame
 clip like a 3000-frame one and would not match the papers' numbers.
 
+PSNR, SSIM and LPIPS (extras beside the papers' metrics, evaluate/image_metrics.py) are computed
+per frame by the reconstruction, where prediction and ground truth are in memory, and read here
+from frames.parquet like L1; a frames.parquet without them (older runs) leaves them not computed.
+
 Detectors are duck-typed: a keypoint detector has `.name, .version, .weights_sha256` and
 `.detect(frames) -> Keypoints(xy [N, K, 2] pixels, detected [N, K] bool)`; an identity embedder
 has the same provenance attributes and `.embed(frames) -> [N, D]`. The name "none" means the
@@ -41,6 +45,12 @@ COLUMNS = [
     "mkr_frames",
     "aed_sum",
     "aed_frames",
+    "psnr_sum",
+    "psnr_frames",
+    "ssim_sum",
+    "ssim_frames",
+    "lpips_sum",
+    "lpips_frames",
     "keypoint_detector",
     "keypoint_detector_version",
     "keypoint_weights_sha256",
@@ -50,8 +60,12 @@ COLUMNS = [
     "checkpoint_sha256",
     "warnings",
 ]
-COUNT_COLUMNS = ["n_frames", "akd_frames", "akd_skipped", "mkr_frames", "aed_frames"]
-SUM_COLUMNS = ["l1_sum", "akd_sum", "mkr_sum", "aed_sum"]
+# per-frame columns of frames.parquet beside l1 (image_metrics.FRAME_METRICS), optional
+FRAME_COLUMNS = ("psnr", "ssim", "lpips")
+COUNT_COLUMNS = ["n_frames", "akd_frames", "akd_skipped", "mkr_frames", "aed_frames"] + [
+    f"{c}_frames" for c in FRAME_COLUMNS
+]
+SUM_COLUMNS = ["l1_sum", "akd_sum", "mkr_sum", "aed_sum"] + [f"{c}_sum" for c in FRAME_COLUMNS]
 
 # metric -> (sum column, count column); L1 counts every frame.
 METRIC_COLUMNS = {
@@ -59,6 +73,9 @@ METRIC_COLUMNS = {
     "AKD": ("akd_sum", "akd_frames"),
     "MKR": ("mkr_sum", "mkr_frames"),
     "AED": ("aed_sum", "aed_frames"),
+    "PSNR": ("psnr_sum", "psnr_frames"),
+    "SSIM": ("ssim_sum", "ssim_frames"),
+    "LPIPS": ("lpips_sum", "lpips_frames"),
 }
 
 
@@ -195,7 +212,13 @@ def _read_l1(pred: Path) -> pd.DataFrame:
     return frames
 
 
-def _l1_sum(frames: pd.DataFrame, video: str, n: int, path: Path) -> float:
+def _frame_sums(frames: pd.DataFrame, video: str, n: int, path: Path) -> dict[str, Any]:
+    """l1_sum and the sums/counts of the optional per-frame columns of one clip.
+
+    L1 must be finite for every frame. In the optional columns NaN marks a frame where the
+    metric was not computed (LPIPS without its weights); a column absent or NaN throughout
+    the clip is not computed (None).
+    """
     rows = frames[frames["video"] == video]
     got = sorted(int(f) for f in rows["frame"])
     if got != list(range(n)):
@@ -205,7 +228,15 @@ def _l1_sum(frames: pd.DataFrame, video: str, n: int, path: Path) -> float:
     l1 = rows["l1"].to_numpy(dtype=np.float64)
     if not np.isfinite(l1).all():
         raise DataError(f"{path}: clip {video} has non-finite L1 values")
-    return float(l1.sum())
+    out: dict[str, Any] = {"l1_sum": float(l1.sum())}
+    for col in FRAME_COLUMNS:
+        values = rows[col].to_numpy(dtype=np.float64) if col in rows.columns else np.full(n, np.nan)
+        if np.isinf(values).any():
+            raise DataError(f"{path}: clip {video} has infinite {col} values")
+        keep = ~np.isnan(values)
+        out[f"{col}_sum"] = float(values[keep].sum()) if keep.any() else None
+        out[f"{col}_frames"] = int(keep.sum()) if keep.any() else None
+    return out
 
 
 def _batches(clip: Path, n: int, batch: int) -> Iterator[np.ndarray]:
@@ -242,14 +273,16 @@ def video_metrics(
     embedder: Any = None,
     batch_frames: int = BATCH_FRAMES,
 ) -> pd.DataFrame:
-    """Per-video sums and counts of L1, AKD, MKR and AED for one reconstruction (DESIGN.md §4).
+    """Per-video sums and counts of L1, AKD, MKR and AED for one reconstruction (DESIGN.md §4),
+    and of PSNR, SSIM and LPIPS when frames.parquet has them.
 
     `gt` is the ground-truth test split, `pred` the reconstruction folder (PNG clips,
-    frames.parquet with the float L1 per frame, reconstruct.json). `keypoints`/`identity` name
-    the backends ("none": not computed); `detector`/`embedder` inject objects instead of the
-    registry (tests). Writes one row per video to `out` atomically and returns the frame;
-    `akd_skipped` = frames without a keypoint detected in both (n_frames − akd_frames). Frames
-    are only decoded when a detector or embedder runs: L1 comes from frames.parquet.
+    frames.parquet with the float L1 per frame and optionally psnr/ssim/lpips,
+    reconstruct.json). `keypoints`/`identity` name the backends ("none": not computed);
+    `detector`/`embedder` inject objects instead of the registry (tests). Writes one row per
+    video to `out` atomically and returns the frame; `akd_skipped` = frames without a keypoint
+    detected in both (n_frames − akd_frames). Frames are only decoded when a detector or
+    embedder runs: L1, PSNR, SSIM and LPIPS come from frames.parquet.
     Any missing, mismatched or corrupt input raises a one-line DataError naming the file.
     """
     from tqdm import tqdm
@@ -302,7 +335,7 @@ def video_metrics(
                 f"{pred_clip}: {n_pred} predicted frames, ground truth {gt_clip} has {n}"
             )
         row: dict[str, Any] = {"dataset": dataset, "method": method, "video": name, "n_frames": n}
-        row["l1_sum"] = _l1_sum(l1_frames, name, n, pred / "frames.parquet")
+        row.update(_frame_sums(l1_frames, name, n, pred / "frames.parquet"))
         akd, mkr, aed = [], [], []
         if detector is not None or embedder is not None:
             for g, p in zip(
