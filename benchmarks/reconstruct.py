@@ -41,26 +41,7 @@ from animbench.evaluate.reconstruct import (
     load_animator,
     to_inference_layout,
 )
-from animbench.models.registry import build, get_preset
 from animbench.train import checkpoint as ckpt
-
-
-def random_checkpoint(preset: str, path: Path) -> Path:
-    """A randomly initialised model of `preset` (seed 0), saved as an animbench checkpoint."""
-    torch.manual_seed(0)
-    spec = get_preset(preset)
-    model = build(spec)
-    return ckpt.save(
-        {
-            "method": spec["model"],
-            "preset": spec,
-            "networks": {n: net.state_dict() for n, net in model.networks.items()},
-            "epoch": 0,
-            "step": 0,
-            "warnings": ["randomly initialised (benchmark)"],
-        },
-        path,
-    )
 
 
 @torch.no_grad()
@@ -123,8 +104,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
-    path = args.checkpoint or random_checkpoint(
-        args.preset, args.workdir / f"{args.preset}-random.pt"
+    path = args.checkpoint or ckpt.save_untrained(
+        args.preset, args.workdir / f"{args.preset}-random.pt", "benchmark"
     )
     model, payload = load_animator(path, device)
     ours = to_inference_layout(load_animator(path, device)[0])

@@ -4,7 +4,6 @@ batching over frames and clips against driving one frame at a time."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,7 +20,7 @@ from animbench.evaluate.reconstruct import (
     reconstruct,
     to_inference_layout,
 )
-from animbench.models.registry import build, get_preset
+from animbench.models.registry import get_preset
 from animbench.train import checkpoint as ckpt
 
 
@@ -128,24 +127,6 @@ def test_drive_clip_uses_absolute_motion_from_frame_0(trained_run, tiny_dataset)
     torch.testing.assert_close(predicted[[0, 4, 7]], direct, atol=1e-5, rtol=0)
 
 
-def _random_checkpoint(preset: str, path: Path) -> Path:
-    """A randomly initialised model of a preset, saved as an animbench checkpoint."""
-    torch.manual_seed(0)
-    spec = get_preset(preset)
-    model = build(spec)
-    return ckpt.save(
-        {
-            "method": spec["model"],
-            "preset": spec,
-            "networks": {n: net.state_dict() for n, net in model.networks.items()},
-            "epoch": 0,
-            "step": 0,
-            "warnings": ["randomly initialised (test)"],
-        },
-        path,
-    )
-
-
 def _clip(size: int, num_frames: int, offset: int) -> torch.Tensor:
     return torch.from_numpy(moving_square(size, num_frames, offset)).permute(0, 3, 1, 2) / 255
 
@@ -164,7 +145,7 @@ def test_batched_equals_frame_at_a_time(preset, tmp_path):
     faces). CPABMM's frames are coupled through its batch-wide CPAB fit (batched, frames differ
     by up to 0.47), so they are animated one at a time; its fit's Adam steps still turn the
     keypoints' rounding (~1e-7) into ~1e-3, so it is held to the stored frames' 8-bit step."""
-    path = _random_checkpoint(preset, tmp_path / "model.pt")
+    path = ckpt.save_untrained(preset, tmp_path / "model.pt", "test")
     model, _ = load_animator(path, torch.device("cpu"))
     ours = to_inference_layout(load_animator(path, torch.device("cpu"))[0])  # as reconstruct
     size = get_preset(preset)["dataset_params"]["frame_shape"][0]

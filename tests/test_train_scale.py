@@ -260,7 +260,7 @@ def test_cross_process_batch_norm_equals_whole_batch(tmp_path):
     halves = y.split(2)
     # each process's loss is the mean over its half; DDP averages: the whole-batch mean
     sum((h * torch.arange(h.numel()).view_as(h)).mean() for h in halves).div(2).backward()
-    results = [torch.load(f"{tmp_path / 'out'}.{rank}") for rank in (0, 1)]
+    results = [torch.load(f"{tmp_path / 'out'}.{rank}", weights_only=True) for rank in (0, 1)]
     torch.testing.assert_close(torch.cat([r["y"] for r in results]), y, rtol=1e-5, atol=1e-5)
     for rank in (0, 1):
         for got, expected in zip(results[rank]["grads"], [p.grad for p in net.parameters()]):

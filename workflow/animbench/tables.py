@@ -32,6 +32,18 @@ from animbench.evaluate.metrics import aggregate, typed_frame, write_parquet_ato
 from animbench.models import registry
 from animbench.models.registry import METHOD_NAMES, PLANNED, is_implemented
 
+# provenance columns copied from the metrics files (which copy the checkpoint's sha256 from
+# reconstruct.json and each detector's name, version and weights sha256 from the detector)
+PROVENANCE_COLUMNS = (
+    "checkpoint_sha256",
+    "keypoint_detector",
+    "keypoint_detector_version",
+    "keypoint_weights_sha256",
+    "identity_embedder",
+    "identity_embedder_version",
+    "identity_weights_sha256",
+)
+
 COLUMNS = [
     "paper",
     "table",
@@ -48,13 +60,7 @@ COLUMNS = [
     "note",
     "git_commit",
     "config_hash",
-    "checkpoint_sha256",
-    "keypoint_detector",
-    "keypoint_detector_version",
-    "keypoint_weights_sha256",
-    "identity_embedder",
-    "identity_embedder_version",
-    "identity_weights_sha256",
+    *PROVENANCE_COLUMNS,
     "detector_versions",
     "animbench_version",
     "created",
@@ -263,19 +269,6 @@ def _detector_label(group: pd.DataFrame, prefix: str) -> str | None:
             label += f" (sha256 {str(values[2])[:12]})"
         labels.add(label)
     return ", ".join(sorted(labels)) or None
-
-
-# provenance columns copied from the metrics files (which copy the checkpoint's sha256 from
-# reconstruct.json and each detector's name, version and weights sha256 from the detector)
-PROVENANCE_COLUMNS = (
-    "checkpoint_sha256",
-    "keypoint_detector",
-    "keypoint_detector_version",
-    "keypoint_weights_sha256",
-    "identity_embedder",
-    "identity_embedder_version",
-    "identity_weights_sha256",
-)
 
 
 def _missing_provenance(row: dict[str, Any], metric: str, baseline: bool) -> list[str]:

@@ -62,6 +62,27 @@ def load(path: str | Path, map_location="cpu") -> dict:
     return payload
 
 
+def save_untrained(preset: str, path: str | Path, note: str, seed: int = 0) -> Path:
+    """A randomly initialised model of `preset` (torch seed `seed`) as an animbench checkpoint,
+    for benchmarks and tests that need a model file but no training."""
+    from animbench.models.registry import build, get_preset
+
+    torch.manual_seed(seed)
+    spec = get_preset(preset)
+    model = build(spec)
+    return save(
+        {
+            "method": spec["model"],
+            "preset": spec,
+            "networks": {name: net.state_dict() for name, net in model.networks.items()},
+            "epoch": 0,
+            "step": 0,
+            "warnings": [f"randomly initialised ({note})"],
+        },
+        path,
+    )
+
+
 def _write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)

@@ -442,8 +442,11 @@ class _Run:
         )
         image_every, checkpoint_every = self.options.image_every, self.options.checkpoint_every
 
+        saved_at: dict = {}
+
         def save(periodic_epoch: int | None = None) -> None:
             self._save(stage, {**progress, key: dict(position)}, periodic_epoch)
+            saved_at.update(position)
 
         with _StopRequest() as stop:
             while position["epoch"] < num_epochs and position["step"] < total:
@@ -500,7 +503,8 @@ class _Run:
                     position["epoch"], position["batch"] = epoch + 1, 0
                     if position["epoch"] % stage.params["checkpoint_freq"] == 0:
                         save(periodic_epoch=position["epoch"])
-            save()
+            if saved_at != position:  # an epoch-end save may already hold this position
+                save()
         bar.close()
         stage.logger.close()
         return position
