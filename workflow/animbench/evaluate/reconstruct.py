@@ -76,6 +76,7 @@ class _Clip:
     key: Hashable
     frames: torch.Tensor
     kp_source: dict[str, torch.Tensor] | None = None
+    source_features: list[torch.Tensor] | None = None  # the generator's encoding of frame 0
     outputs: list[torch.Tensor] = field(default_factory=list)
     done: int = 0
 
@@ -109,8 +110,11 @@ def _animate(
     kp_source: dict,
     kp_driving: dict,
     independent: bool,
+    source_features: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     if independent:
+        if source_features is not None:
+            return model.animate(source, kp_source, kp_driving, source_features)["prediction"]
         return model.animate(source, kp_source, kp_driving)["prediction"]
     one = [
         model.animate(source[i : i + 1], _rows(kp_source, i, 1), _rows(kp_driving, i, 1))
@@ -137,6 +141,8 @@ def drive_clips(
     if batch_frames < 1:
         raise ValueError(f"batch_frames must be at least 1, got {batch_frames}")
     independent = frames_are_independent(model)
+    # the source's encoder features once per clip instead of once per frame (10-20% of a frame)
+    encode_once = independent and hasattr(model, "encode_source")
     pending: deque[_Clip] = deque()  # clips with frames still to drive, in input order
     queued = 0  # frames of `pending` not driven yet
     source_iter = iter(clips)
@@ -172,15 +178,22 @@ def drive_clips(
             size += stop - start
         driving = torch.cat([clip.frames[start:stop] for clip, start, stop in batch])
         kp_driving = model.detect(driving)
-        sources, kp_sources, row = [], [], 0
+        sources, kp_sources, features, row = [], [], [], 0
         for clip, start, stop in batch:
             n = stop - start
             if start == 0:  # a copy: a view would keep the whole batch alive
                 clip.kp_source = {k: v[row : row + 1].clone() for k, v in kp_driving.items()}
+                if encode_once:
+                    clip.source_features = model.encode_source(clip.frames[:1])
             sources.append(clip.frames[:1].expand(n, *clip.frames.shape[1:]))
             kp_sources.append(_rows(clip.kp_source, 0, n))
+            if encode_once:
+                features.append([f.expand(n, *f.shape[1:]) for f in clip.source_features])
             row += n
-        prediction = _animate(model, torch.cat(sources), _cat(kp_sources), kp_driving, independent)
+        source_features = [torch.cat(level) for level in zip(*features)] if encode_once else None
+        prediction = _animate(
+            model, torch.cat(sources), _cat(kp_sources), kp_driving, independent, source_features
+        )
         row = 0
         for clip, start, stop in batch:
             clip.outputs.append(prediction[row : row + stop - start])

@@ -190,10 +190,21 @@ class OcclusionAwareGenerator(nn.Module):
         self.final = nn.Conv2d(block_expansion, num_channels, kernel_size=7, padding=3)
         self.num_channels = num_channels
 
-    def forward(self, source_image, kp_driving, kp_source) -> dict[str, torch.Tensor]:
-        out = self.first(source_image)
+    def encode(self, source_image: torch.Tensor) -> list[torch.Tensor]:
+        """The source's encoder features, every level (the first block's, then each down
+        block's): they depend on the source alone, so reconstruction computes them once per
+        clip and passes them as `source_features`."""
+        levels = [self.first(source_image)]
         for block in self.down_blocks:
-            out = block(out)
+            levels.append(block(levels[-1]))
+        return levels
+
+    def forward(
+        self, source_image, kp_driving, kp_source, source_features=None
+    ) -> dict[str, torch.Tensor]:
+        if source_features is None:
+            source_features = self.encode(source_image)
+        out = source_features[-1]
         result: dict[str, torch.Tensor] = {}
         if self.dense_motion_network is not None:
             motion = self.dense_motion_network(source_image, kp_driving, kp_source)
@@ -335,8 +346,16 @@ class FOMM(nn.Module):
         """Motion representation of a frame: keypoints (and Jacobians)."""
         return self.kp_detector(frame)
 
-    def animate(self, source, kp_source, kp_driving) -> dict[str, torch.Tensor]:
-        return self.generator(source, kp_driving=kp_driving, kp_source=kp_source)
+    def encode_source(self, source: torch.Tensor) -> list[torch.Tensor]:
+        """What `animate` computes from the source alone (see the generator's `encode`)."""
+        return self.generator.encode(source)
+
+    def animate(
+        self, source, kp_source, kp_driving, source_features=None
+    ) -> dict[str, torch.Tensor]:
+        return self.generator(
+            source, kp_driving=kp_driving, kp_source=kp_source, source_features=source_features
+        )
 
     def forward(self, source: torch.Tensor, driving: torch.Tensor) -> dict[str, torch.Tensor]:
         kp_source = self.detect(source)

@@ -299,13 +299,10 @@ class Generator(OcclusionAwareGenerator):
         return skip * occlusion + previous * (1 - occlusion)
 
     def forward(
-        self, source_image, regions_driving, regions_source, bg_params=None
+        self, source_image, regions_driving, regions_source, bg_params=None, source_features=None
     ) -> dict[str, torch.Tensor]:
-        out = self.first(source_image)
-        skips = [out]
-        for block in self.down_blocks:
-            out = block(out)
-            skips.append(out)
+        skips = source_features if source_features is not None else self.encode(source_image)
+        out = skips[-1]
         result: dict[str, torch.Tensor] = {}
         motion = None
         if self.pixelwise_flow_predictor is not None:
@@ -459,7 +456,13 @@ class MRAA(nn.Module):
             raise ValueError("this MRAA has no AVD network (avd_network_params)")
         return self.avd_network(regions_source, regions_driving)
 
-    def animate(self, source, regions_source, regions_driving) -> dict[str, torch.Tensor]:
+    def encode_source(self, source: torch.Tensor) -> list[torch.Tensor]:
+        """What `animate` computes from the source alone (the generator's encoder levels)."""
+        return self.generator.encode(source)
+
+    def animate(
+        self, source, regions_source, regions_driving, source_features=None
+    ) -> dict[str, torch.Tensor]:
         """Generate from `source` moved from its regions to the driving ones. The background
         motion needs the driving frame (`detect` keeps it); without it, it is the identity."""
         driving = regions_driving.get("frame")
@@ -469,6 +472,7 @@ class MRAA(nn.Module):
             regions_driving=regions_driving,
             regions_source=regions_source,
             bg_params=bg_params,
+            source_features=source_features,
         )
         if bg_params is not None:
             out["bg_params"] = bg_params

@@ -525,14 +525,12 @@ class Generator(_FOMMGenerator):
         kp_driving: dict,
         kp_source: dict,
         bg_params: torch.Tensor | None = None,
+        source_features: list[torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         if not self.skips and bg_params is None:
-            return super().forward(source_image, kp_driving, kp_source)
-        out = self.first(source_image)
-        skips = [out]
-        for block in self.down_blocks:
-            out = block(out)
-            skips.append(out)
+            return super().forward(source_image, kp_driving, kp_source, source_features)
+        skips = source_features if source_features is not None else self.encode(source_image)
+        out = skips[-1]
         result: dict[str, torch.Tensor] = {}
         motion = None
         if self.dense_motion_network is not None:
@@ -633,15 +631,27 @@ class MTIA(nn.Module):
             out["frame"] = frame
         return out
 
+    def encode_source(self, source: torch.Tensor) -> list[torch.Tensor]:
+        """What `animate` computes from the source alone (the generator's encoder levels)."""
+        return self.generator.encode(source)
+
     def animate(
-        self, source: torch.Tensor, kp_source: dict, kp_driving: dict
+        self,
+        source: torch.Tensor,
+        kp_source: dict,
+        kp_driving: dict,
+        source_features: list[torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         driving = kp_driving.get("frame")
         bg_params = None
         if self.bg_predictor is not None and driving is not None:
             bg_params = self.bg_predictor(source, driving)
         out = self.generator(
-            source, kp_driving=kp_driving, kp_source=kp_source, bg_params=bg_params
+            source,
+            kp_driving=kp_driving,
+            kp_source=kp_source,
+            bg_params=bg_params,
+            source_features=source_features,
         )
         if bg_params is not None:
             out["bg_params"] = bg_params

@@ -386,12 +386,24 @@ class InpaintingNetwork(nn.Module):
     def _mask(self, occlusion: list[torch.Tensor], index: int) -> torch.Tensor:
         return occlusion[index] if self.multi_mask else occlusion[0]
 
-    def forward(self, source_image: torch.Tensor, dense_motion: dict) -> dict:
-        out = self.first(source_image)
-        encoder_maps = [out]
+    def encode(self, source_image: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder maps of every level (SameBlock, then each DownBlock): they depend on
+        the source alone, so reconstruction computes them once per clip."""
+        maps = [self.first(source_image)]
         for block in self.down_blocks:
-            out = block(out)
-            encoder_maps.append(out)
+            maps.append(block(maps[-1]))
+        return maps
+
+    def forward(
+        self,
+        source_image: torch.Tensor,
+        dense_motion: dict,
+        source_features: list[torch.Tensor] | None = None,
+    ) -> dict:
+        encoder_maps = source_features
+        if encoder_maps is None:
+            encoder_maps = self.encode(source_image)
+        out = encoder_maps[-1]
         deformation = dense_motion["deformation"]
         occlusion = dense_motion["occlusion_map"]
 
@@ -541,20 +553,33 @@ class TPSMM(nn.Module):
         kp_driving: dict,
         bg_param: torch.Tensor | None = None,
         dropout_p: float | None = None,
+        source_features: list[torch.Tensor] | None = None,
     ) -> dict:
         """Dense motion + inpainting for given motion parameters."""
         motion = self.dense_motion_network(source, kp_driving, kp_source, bg_param, dropout_p)
-        out = {**motion, **self.inpainting_network(source, motion)}
+        out = {**motion, **self.inpainting_network(source, motion, source_features)}
         if bg_param is not None:
             out["bg_param"] = bg_param
         return out
 
-    def animate(self, source: torch.Tensor, kp_source: dict, kp_driving: dict) -> dict:
+    def encode_source(self, source: torch.Tensor) -> list[torch.Tensor]:
+        """What `animate` computes from the source alone (the inpainting encoder's maps)."""
+        return self.inpainting_network.encode(source)
+
+    def animate(
+        self,
+        source: torch.Tensor,
+        kp_source: dict,
+        kp_driving: dict,
+        source_features: list[torch.Tensor] | None = None,
+    ) -> dict:
         driving = kp_driving.get("frame")
         bg_param = None
         if self.bg_predictor is not None and driving is not None:
             bg_param = self.bg_predictor(source, driving)
-        return self.generate(source, kp_source, kp_driving, bg_param)
+        return self.generate(
+            source, kp_source, kp_driving, bg_param, source_features=source_features
+        )
 
     def relative_motion(
         self, kp_source: dict, kp_driving: dict, kp_driving_initial: dict, adapt_scale: bool
