@@ -294,3 +294,39 @@ def report_spec(wildcards):
     """The part of the config the report reads: what is expected, and each dataset's source."""
     datasets = {name: {"source": entry["source"]} for name, entry in DATASETS.items()}
     return json.dumps({"benchmark": BENCHMARK, "datasets": datasets}, sort_keys=True)
+
+
+# ----------------------------------------------------------------------------- pose environment
+
+from animbench.pose_env import STAMP as POSE_ENV_STAMP, pose_env_prefix
+
+POSE_ENV = str(pose_env_prefix())  # $ANIMBENCH_POSE_ENV, else resources/envs/pose
+
+
+def pose_env_input(wildcards):
+    """The pose environment's stamp when the dataset's keypoints come from openpifpaf."""
+    if DATASETS[wildcards.dataset].get("keypoints") == "openpifpaf":
+        return f"{POSE_ENV}/{POSE_ENV_STAMP}"
+    return []
+
+
+# ----------------------------------------------------------------------------- weight files
+
+from animbench.evaluate.detectors import weights_for
+from animbench.weights import WEIGHTS
+
+CACHE = config["cache"]
+WEIGHT_PINS = json.dumps(config["weights"])
+
+
+def weight_stamp(name):
+    return f"{CACHE}/weights/verified/{name}.json"
+
+
+def dataset_weights(wildcards):
+    """Stamps of the weight files the dataset's keypoint detector and identity embedder load."""
+    dataset = DATASETS[wildcards.dataset]
+    names = weights_for(
+        dataset.get("keypoints", "none"), dataset.get("identity", "none")
+    )
+    return [weight_stamp(name) for name in names]

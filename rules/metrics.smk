@@ -6,6 +6,8 @@ rule metrics:
     input:
         gt=dataset_clips,
         pred=res("reconstruction/{dataset}/{method}"),
+        pose_env=pose_env_input,
+        weights=dataset_weights,
     output:
         res("metrics/{dataset}/{method}.parquet"),
     log:
@@ -24,8 +26,10 @@ rule metrics:
         keypoints=dataset_value("keypoints"),
         identity=dataset_value("identity"),
         mkr=mkr_flag,
+        cache=CACHE,
+        pins=WEIGHT_PINS,
     shell:
-        "animbench metrics --threads {threads} --gt {params.gt:q} --pred {input.pred:q}"
+        "ANIMBENCH_CACHE={params.cache:q} animbench metrics --threads {threads} --gt {params.gt:q} --pred {input.pred:q}"
         " --keypoints {params.keypoints} --identity {params.identity} {params.mkr}"
         " --dataset {wildcards.dataset} --method {wildcards.method} --out {output:q}"
-        " > {log:q} 2>&1"
+        " --weight-pins {params.pins:q} > {log:q} 2>&1"

@@ -21,6 +21,9 @@ def _json(text: str) -> dict:
     return value
 
 
+WEIGHT_PINS_HELP = "config 'weights:' as JSON: url and/or sha256 per weight name"
+
+
 def _cmd_synthetic(args: argparse.Namespace) -> None:
     from animbench.data.synthetic import make_dataset
 
@@ -84,9 +87,31 @@ def _cmd_reconstruct(args: argparse.Namespace) -> None:
     )
 
 
+def _apply_weight_pins(args: argparse.Namespace) -> None:
+    if getattr(args, "weight_pins", None):
+        from animbench import weights
+
+        weights.configure(args.weight_pins)
+
+
+def _cmd_weights(args: argparse.Namespace) -> None:
+    from animbench import weights
+
+    _apply_weight_pins(args)
+    if args.weights_command == "fetch":
+        for name, path in weights.fetch_all(args.names, stamp=args.stamp).items():
+            print(f"{name}: {path}")
+        return
+    for name, entry in sorted(weights.WEIGHTS.items()):
+        cached = weights.cached_path(name) or "not cached"
+        pin = entry.sha256_prefix or "UNPINNED"
+        print(f"{name}\t{entry.filename}\tsha256 {pin}\t{cached}\t{entry.url}")
+
+
 def _cmd_metrics(args: argparse.Namespace) -> None:
     from animbench.evaluate.metrics import video_metrics
 
+    _apply_weight_pins(args)
     video_metrics(
         gt=args.gt,
         pred=args.pred,
@@ -162,6 +187,12 @@ def _cmd_config(args: argparse.Namespace) -> None:
 
     config = load_config(args.files)
     print(json.dumps(config, indent=2) if args.show else "config OK")
+
+
+def _cmd_pose_env(args: argparse.Namespace) -> None:
+    from animbench.pose_env import create_pose_env
+
+    create_pose_env(args.prefix, python=args.python, force=args.force)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -245,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True)
     p.add_argument("--method", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--weight-pins", type=_json, default={}, help=WEIGHT_PINS_HELP)
     p.set_defaults(func=_cmd_metrics)
 
     p = sub.add_parser("table", help="gather a results table (Parquet)")
@@ -305,6 +337,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-o", "--out", default="results/report.html")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("weights", help="the pretrained weight files (detectors, losses)")
+    weights_sub = p.add_subparsers(dest="weights_command", required=True)
+    p = weights_sub.add_parser("list", help="every known file: pin, cached path, URL")
+    p.add_argument("--weight-pins", type=_json, default={}, help=WEIGHT_PINS_HELP)
+    p.set_defaults(func=_cmd_weights)
+    p = weights_sub.add_parser("fetch", help="download and verify files into the cache")
+    p.add_argument("names", nargs="+", help="weight names (animbench weights list)")
+    p.add_argument("--weight-pins", type=_json, default={}, help=WEIGHT_PINS_HELP)
+    p.add_argument("--stamp", default=None, help="JSON record written once all are verified")
+    p.set_defaults(func=_cmd_weights)
+
+    p = sub.add_parser(
+        "pose-env", help="build the openpifpaf environment for body AKD/MKR (a separate venv)"
+    )
+    p.add_argument(
+        "--prefix",
+        default=None,
+        help="where (default: $ANIMBENCH_POSE_ENV, else resources/envs/pose)",
+    )
+    p.add_argument("--python", default=None, help="interpreter to base it on (default: this)")
+    p.add_argument("--force", action="store_true", help="rebuild even if it is ready")
+    p.set_defaults(func=_cmd_pose_env)
 
     p = sub.add_parser("config", help="validate configuration files (later ones override)")
     p.add_argument("files", nargs="+")

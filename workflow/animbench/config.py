@@ -266,7 +266,17 @@ def validate_config(config: Mapping) -> dict:
         raise _schema_error(error)
     _check_references(out)
     _check_paper_tables(out)
+    _check_weights(out)
     return out
+
+
+def _check_weights(config: dict) -> None:
+    from animbench.weights import WEIGHTS
+
+    for name in config.get("weights", {}):
+        if name not in WEIGHTS:
+            known = ", ".join(sorted(WEIGHTS))
+            raise _fail(["weights", name], f"unknown weight file '{name}' (known: {known})")
 
 
 # --------------------------------------------------------------------------- helpers

@@ -9,15 +9,17 @@ that it can be pinned here once someone has checked the file.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from animbench.downloads import download
 from animbench.downloads import sha256_file as sha256sum
-from animbench.errors import DataError
+from animbench.errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,16 @@ _ADRIANBULAT = "https://www.adrianbulat.com/downloads/python-fan"
 WEIGHTS = {
     "vgg19": WeightFile(
         "vgg19", "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth", "dcbb9e9d"
+    ),
+    # openpifpaf 0.13.11's default checkpoint (body AKD/MKR; URL from its plugins/coco). The
+    # name's last field is the sha256 prefix: openpifpaf loads http URLs with
+    # torch.hub.load_state_dict_from_url(check_hash=True), which checks exactly that (the
+    # authors' digest; not computed here, no copy reachable). A pickled model, not a state_dict.
+    "openpifpaf_shufflenetv2k16": WeightFile(
+        "openpifpaf_shufflenetv2k16",
+        "http://github.com/openpifpaf/torchhub/releases/download/v0.13/"
+        "shufflenetv2k16-210820-232500-cocokp-slurm726069-edge513-o10s-7189450a.pkl",
+        "7189450a",
     ),
     # LPIPS v0.1 (evaluate/image_metrics.py): torchvision's ImageNet AlexNet (the trunk) and the
     # official linear heads (richzhang/PerceptualSimilarity lpips/weights/v0.1/alex.pth, 6,009
@@ -98,6 +110,27 @@ WEIGHTS = {
     # reachable), so only the authors' prefixes are enforced.
     "s3fd": WeightFile("s3fd", f"{_ADRIANBULAT}/s3fd-619a316812.pth", "619a316812"),
     "2dfan4": WeightFile("2dfan4", f"{_ADRIANBULAT}/2DFAN4-11f355bf06.pth.tar", "11f355bf06"),
+    # AED identity networks (evaluate/identity_backends.py). FaceNet Inception-ResNet-v1 on
+    # VGGFace2 as converted by facenet-pytorch (a plain state_dict, logits layer included). The
+    # full sha256 is the one an independent public project pins for this file (its other pins,
+    # alex.pth df73285e… and alexnet-owt 7be5be79…, match ours); NOT computed here: the file is
+    # unreachable from this machine.
+    "facenet_vggface2": WeightFile(
+        "facenet_vggface2",
+        "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/"
+        "20180402-114759-vggface2.pt",
+        "281cebca8662831adb987a874bdcb36e73f5b1c6dc5ee5878f305e985625d99b",
+    ),
+    # torchreid model zoo ResNet-50 trained on Market-1501 (Google Drive file
+    # 1dUUZ4rHDWohmsQXCRe2C_HbYkzz94iBV). UNPINNED: no public digest exists, so `fetch` accepts
+    # the file with a loud warning giving its sha256, to be pinned here once checked.
+    "reid_resnet50_market1501": WeightFile(
+        "reid_resnet50_market1501",
+        "https://drive.usercontent.google.com/download?id=1dUUZ4rHDWohmsQXCRe2C_HbYkzz94iBV"
+        "&export=download&confirm=t",
+        None,
+        cache_name="resnet50_market1501.pt",
+    ),
 }
 
 _log = logging.getLogger(__name__)
@@ -114,6 +147,11 @@ def _candidates(entry: WeightFile) -> list[Path]:
     return [cache_dir() / entry.filename, torch_home / "hub" / "checkpoints" / entry.filename]
 
 
+def cached_path(name: str) -> Path | None:
+    """Where the named file lies in the caches, unverified; None if in neither."""
+    return next((p for p in _candidates(WEIGHTS[name]) if p.is_file()), None)
+
+
 def _accept_unpinned(entry: WeightFile, path: Path) -> None:
     digest = sha256sum(path)
     message = (
@@ -123,6 +161,47 @@ def _accept_unpinned(entry: WeightFile, path: Path) -> None:
     )
     _log.warning(message)
     warnings.warn(message, stacklevel=3)
+
+
+def configure(pins: Mapping[str, Mapping[str, str | None]]) -> None:
+    """Apply config `weights:` entries over the built-in table, in this process: a mirror `url`
+    and/or a `sha256` (full digest or prefix; null: unpinned) per known weight name. This is how
+    a site pins a file the table cannot (e.g. the re-id weights) without editing the package."""
+    for name, entry in pins.items():
+        if name not in WEIGHTS:
+            known = ", ".join(sorted(WEIGHTS))
+            raise ConfigError(f"config key 'weights.{name}': unknown weight file (known: {known})")
+        changes: dict = {}
+        if "url" in entry:
+            changes["url"] = entry["url"]
+            # keep the cached file's name: a mirror serves the same file
+            changes["cache_name"] = WEIGHTS[name].filename
+        if "sha256" in entry:
+            changes["sha256_prefix"] = entry["sha256"] or None
+        WEIGHTS[name] = replace(WEIGHTS[name], **changes)
+
+
+def fetch_all(names: Iterable[str], stamp: str | Path | None = None) -> dict[str, Path]:
+    """Fetch (and verify) several weight files; a DataError names every one not available.
+
+    `stamp`, when given, is written last (JSON: name -> path and sha256): the workflow's proof
+    that the files are in the cache, so a compute node without internet finds them there."""
+    paths, missing = {}, []
+    for name in names:
+        if name not in WEIGHTS:
+            raise ConfigError(f"unknown weight file {name!r} (known: {', '.join(sorted(WEIGHTS))})")
+        path, reason = fetch(name)
+        if path is None:
+            missing.append(f"{WEIGHTS[name].filename}: {reason}")
+        else:
+            paths[name] = path
+    if missing:
+        raise DataError(f"weights missing: {'; '.join(missing)}; put them in {cache_dir()}")
+    if stamp is not None:
+        record = {n: {"path": str(p), "sha256": sha256sum(p)} for n, p in paths.items()}
+        Path(stamp).parent.mkdir(parents=True, exist_ok=True)
+        Path(stamp).write_text(json.dumps(record, indent=2) + "\n")
+    return paths
 
 
 def fetch(name: str, timeout: float = 30.0) -> tuple[Path | None, str]:

@@ -24,7 +24,11 @@ name available. Constructors take keyword arguments only (device, batch size, we
 
 Backends of optional libraries live in their own modules, listed in ``_KEYPOINT_MODULES`` /
 ``_IDENTITY_MODULES`` and imported the first time their name is asked for: ``face-alignment``
-(68 face landmarks, ``animbench.evaluate.face_alignment_backend``, extra ``[detectors]``).
+(68 face landmarks, ``animbench.evaluate.face_alignment_backend``, extra ``[detectors]``);
+``face-identity`` (FaceNet VGGFace2, 512-d) and ``person-reid`` (ResNet-50 Market-1501 re-id,
+2048-d) in ``animbench.evaluate.identity_backends`` (networks written there, plain torch).
+``openpifpaf`` (COCO-17 body keypoints, ``animbench.evaluate.openpifpaf_backend``) runs
+openpifpaf in a worker process in its own environment (``animbench pose-env``).
 
 Built in here are the ``synthetic-face`` and ``synthetic-body`` backends for the synthetic
 benchmark (``animbench.data.synthetic``). They work from pixels alone: a keypoint is the
@@ -84,8 +88,28 @@ _KEYPOINT_DETECTORS: dict[str, type[KeypointDetector]] = {}
 _IDENTITY_EMBEDDERS: dict[str, type[IdentityEmbedder]] = {}
 _Class = TypeVar("_Class", bound=type)
 # name -> module that registers it, imported on first use (optional libraries load lazily)
-_KEYPOINT_MODULES = {"face-alignment": "animbench.evaluate.face_alignment_backend"}
-_IDENTITY_MODULES: dict[str, str] = {}
+_KEYPOINT_MODULES = {
+    "face-alignment": "animbench.evaluate.face_alignment_backend",
+    "openpifpaf": "animbench.evaluate.openpifpaf_backend",
+}
+_IDENTITY_MODULES = dict.fromkeys(
+    ("face-identity", "person-reid"), "animbench.evaluate.identity_backends"
+)
+
+
+# backend -> the animbench.weights entries it loads: what `animbench weights fetch` (the workflow's
+# `weights` rule) gets into the cache before a metrics job, which may run without internet
+BACKEND_WEIGHTS: dict[str, tuple[str, ...]] = {
+    "face-alignment": ("s3fd", "2dfan4"),
+    "openpifpaf": ("openpifpaf_shufflenetv2k16",),
+    "face-identity": ("facenet_vggface2",),
+    "person-reid": ("reid_resnet50_market1501",),
+}
+
+
+def weights_for(*backends: str) -> list[str]:
+    """Weight names the given detector/embedder backends need (none for built-in ones)."""
+    return [name for backend in backends for name in BACKEND_WEIGHTS.get(backend, ())]
 
 
 def _register(registry: dict, name: str) -> Callable[[_Class], _Class]:
