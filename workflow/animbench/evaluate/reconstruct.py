@@ -59,13 +59,28 @@ def load_animator(path: str | Path, device: torch.device) -> tuple[torch.nn.Modu
     return model.to(device).eval(), payload
 
 
+def _channels_last_input(module: torch.nn.Module, args: tuple) -> tuple | None:
+    x = args[0]
+    if x.dim() == 4 and not x.is_contiguous(memory_format=torch.channels_last):
+        return (x.contiguous(memory_format=torch.channels_last), *args[1:])
+    return None
+
+
 def to_inference_layout(model: torch.nn.Module) -> torch.nn.Module:
     """`model`, in place, in the memory layout reconstruction runs fastest in: channels_last
     (NHWC) on a CPU, where oneDNN's convolutions run up to 1.5× faster in it at batch sizes of
     tens (benchmarks/reconstruct.py); unchanged on other devices. The layout changes the
-    outputs by float rounding only."""
+    outputs by float rounding only.
+
+    Weights alone are not enough: tensors built by grid_sample, cat or reshapes come out NCHW,
+    and a convolution keeps its input's layout, so whole sub-networks (TPSMM's dense motion
+    network) would run NCHW against NHWC weights, converting both every call, and CPU nearest
+    upsampling is ~8× slower on NCHW. Each convolution's input is therefore made NHWC."""
     if next(model.parameters()).device.type == "cpu":
         model.to(memory_format=torch.channels_last)
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                module.register_forward_pre_hook(_channels_last_input)
     return model
 
 
