@@ -34,6 +34,7 @@ but not comparable with the papers' published numbers; ``name``, ``version`` and
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -431,15 +432,17 @@ class _NetworkEmbedder(IdentityEmbedder):
             self.weights_sha256 = sha256_file(weights)
         self.network.requires_grad_(False).eval().to(self.device)
 
+    @abstractmethod
     def build_network(self) -> nn.Module:
-        raise NotImplementedError
+        """The network, randomly initialised."""
 
+    @abstractmethod
     def load(self, path: str | Path) -> None:
-        raise NotImplementedError
+        """Load the published weight file into `self.network`."""
 
+    @abstractmethod
     def normalise(self, pixels: Tensor) -> Tensor:
         """Resized float pixels in [0, 255] -> the network's input."""
-        raise NotImplementedError
 
     def preprocess(self, frames: np.ndarray) -> Tensor:
         """uint8 [N, H, W, 3] -> float32 [N, 3, h, w] on the device."""

@@ -35,7 +35,12 @@ import numpy as np
 from animbench import pose_env
 from animbench.downloads import sha256_file
 from animbench.errors import AnimbenchError, DataError
-from animbench.evaluate.detectors import KeypointDetector, Keypoints, register_keypoint_detector
+from animbench.evaluate.detectors import (
+    KeypointDetector,
+    Keypoints,
+    _check_frames,
+    register_keypoint_detector,
+)
 from animbench.weights import WEIGHTS, cache_dir, fetch
 
 WEIGHTS_NAME = "openpifpaf_shufflenetv2k16"
@@ -200,7 +205,7 @@ class OpenPifPafDetector(KeypointDetector):
 
     def raw(self, frames: np.ndarray) -> np.ndarray:
         """openpifpaf's float32 [N, 17, 3] (x, y, confidence) of each frame's best person."""
-        frames = _as_uint8(frames)
+        frames = _check_frames(frames)
         parts = [
             self._request(frames[start : start + self.batch_size])
             for start in range(0, len(frames), self.batch_size)
@@ -230,12 +235,3 @@ class OpenPifPafDetector(KeypointDetector):
     def __del__(self) -> None:
         if getattr(self, "_process", None) is not None:
             self.close()
-
-
-def _as_uint8(frames: np.ndarray) -> np.ndarray:
-    frames = np.asarray(frames)
-    if frames.ndim == 3:
-        frames = frames[None]
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"expected uint8 frames [N, H, W, 3], got {frames.dtype} {frames.shape}")
-    return frames
