@@ -238,6 +238,40 @@ def test_video_metrics_none_backends(tmp_path):
         run_metrics(gt, pred, tmp_path / "m.parquet", keypoints="none", with_mkr=True)
 
 
+class ClosingDetector(FakeDetector):
+    def __init__(self):
+        super().__init__()
+        self.closed = 0
+
+    def close(self):
+        self.closed += 1
+
+
+def test_backends_built_by_name_are_closed(tmp_path, monkeypatch):
+    """A detector the metrics call builds itself (openpifpaf's worker process) is closed when the
+    call ends, also when it fails; one passed in belongs to the caller and stays open."""
+    from animbench.evaluate import detectors
+
+    built: list[ClosingDetector] = []
+
+    def build(name):
+        built.append(ClosingDetector())
+        return built[-1]
+
+    monkeypatch.setattr(detectors, "get_keypoint_detector", build)
+    gt, pred = make_run(tmp_path)
+    run_metrics(gt, pred, tmp_path / "m.parquet", detector=None)
+    assert len(built) == 1 and built[0].closed == 1 and built[0].batches
+    (pred / "b" / "0000001.png").unlink()  # the second clip now has a frame too few
+    with pytest.raises(DataError, match="1 predicted frames"):
+        run_metrics(gt, pred, tmp_path / "m2.parquet", detector=None)
+    assert len(built) == 2 and built[1].closed == 1
+    mine = ClosingDetector()
+    with pytest.raises(DataError):
+        run_metrics(gt, pred, tmp_path / "m3.parquet", detector=mine)
+    assert mine.closed == 0
+
+
 def test_corrupt_png_names_the_file(tmp_path):
     gt, pred = make_run(tmp_path)
     bad = pred / "a" / "0000001.png"

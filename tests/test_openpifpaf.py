@@ -9,8 +9,10 @@ batching and the handling of missing people, not accuracy.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -159,6 +161,23 @@ def test_worker_error_is_reported_and_worker_survives(detector: OpenPifPafDetect
     assert detector.raw(_frames(1, 256)).shape == (1, NUM_KEYPOINTS, 3)
 
 
+def test_worker_stops_when_closed_or_collected(prefix: Path) -> None:
+    """close() stops the worker and a closed detector says so; a detector dropped without
+    close() stops its worker when garbage-collected (weakref.finalize)."""
+    det = OpenPifPafDetector(pose_env=prefix, random_weights=True, threads=1)
+    process = det._process
+    det.close()
+    assert process.poll() is not None
+    with pytest.raises(AnimbenchError, match="not running"):
+        det.detect(_frames(1, 64))
+    det.close()  # twice is harmless
+    det = OpenPifPafDetector(pose_env=prefix, random_weights=True, threads=1)
+    process = det._process
+    del det
+    gc.collect()
+    assert process.wait(timeout=10) == 0
+
+
 def test_checkpoint_through_the_weights_cache(prefix: Path, tmp_path: Path, monkeypatch) -> None:
     """A random model saved in openpifpaf's checkpoint format, found by weights.fetch under the
     real file name and pinned to its own digest: the path the real weights take."""
@@ -255,6 +274,7 @@ def test_pose_env_build_is_resumable(tmp_path: Path, monkeypatch, capsys) -> Non
         raise AnimbenchError(f"pose environment: {step} failed")
 
     monkeypatch.setattr(pose_env, "_run", failing_run)
+    monkeypatch.setattr(pose_env, "NEEDED_BYTES", 0)  # whatever this machine's disk holds
     (prefix / "lib").mkdir(parents=True)
     (prefix / "pyvenv.cfg").touch()
     (prefix / "lib" / "half-built").touch()
@@ -271,3 +291,21 @@ def test_pose_env_build_is_resumable(tmp_path: Path, monkeypatch, capsys) -> Non
     steps.clear()
     assert pose_env.create_pose_env(prefix) == prefix
     assert steps == [] and "is ready" in capsys.readouterr().out
+
+
+def test_pose_env_refuses_to_start_on_a_full_disk(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Too little free space is a one-line error before anything is created or downloaded."""
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(
+        pose_env.shutil, "disk_usage", lambda path: usage._replace(free=2 * 1024**3)
+    )
+    monkeypatch.setattr(pose_env, "_run", lambda *a: pytest.fail("the build started"))
+    prefix = tmp_path / "envs" / "pose"
+    with pytest.raises(AnimbenchError, match=r"needs about 9 GB free .* has 2\.0 GB") as error:
+        pose_env.create_pose_env(prefix)
+    assert str(tmp_path) in str(error.value) and "\n" not in str(error.value)
+    assert not (tmp_path / "envs").exists()
+    # the command line says the same on one line and exits 2
+    assert main(["pose-env", "--prefix", str(prefix)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "needs about 9 GB free" in err

@@ -45,6 +45,11 @@ RUNTIME = (
     "wheel",
 )
 OPENPIFPAF_VERSION = "0.13.11"
+# measured on x86_64 Linux: the finished venv is 5.3 GB (2.7 GB of it PyPI's CUDA libraries, which
+# torch's wheel needs to import even on a CPU), and pip holds about 3 GB of downloaded wheels
+# while it installs; checked up front so that a full disk is a one-line error, not a failure
+# minutes into the build (or a disk filled for everything else running on the machine)
+NEEDED_BYTES = 9 * 1024**3
 OPENPIFPAF = f"openpifpaf=={OPENPIFPAF_VERSION}"
 
 # `import openpifpaf` loads its C++ extension (_cpp*.so, a torch op library, not a Python
@@ -89,6 +94,19 @@ def is_ready(prefix: Path) -> bool:
     return versions.get("openpifpaf") == OPENPIFPAF_VERSION and pose_python(prefix).exists()
 
 
+def check_free_space(prefix: Path, needed: int | None = None) -> None:
+    """Raise a one-line error when the disk holding ``prefix`` has less than ``needed`` free."""
+    needed = NEEDED_BYTES if needed is None else needed
+    folder = next(p for p in (prefix, *prefix.parents) if p.exists())
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise AnimbenchError(
+            f"pose environment: {prefix} needs about {needed / 1024**3:.0f} GB free while it is "
+            f"built (5.3 GB when done), but {folder} has {free / 1024**3:.1f} GB; free some "
+            "space or build it elsewhere with --prefix (or $ANIMBENCH_POSE_ENV)"
+        )
+
+
 def _run(step: str, command: list[str], log) -> None:
     start = time.monotonic()
     print(f"pose-env: {step} …", flush=True)
@@ -124,18 +142,20 @@ def create_pose_env(
             raise AnimbenchError(f"{prefix}: exists and is not a virtual environment; remove it")
         print(f"pose-env: removing the unfinished environment {prefix}", flush=True)
         shutil.rmtree(prefix)
+    check_free_space(prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     log_path = prefix.parent / f"{prefix.name}.build.log"
     env_python = str(pose_python(prefix))
-    pip = [env_python, "-m", "pip", "install", "--disable-pip-version-check"]
+    # no wheel cache: it would keep another 3 GB of torch and CUDA wheels for a one-off build
+    pip = [env_python, "-m", "pip", "install", "--disable-pip-version-check", "--no-cache-dir"]
     with open(log_path, "w") as log:
         _run("create venv", [python or sys.executable, "-m", "venv", str(prefix)], log)
         _run("install torch", [*pip, *TORCH], log)
         _run("install openpifpaf dependencies", [*pip, *TORCH, *RUNTIME], log)
         _run(
             "build openpifpaf (C++ extension)",
-            [*pip, "--no-deps", "--no-build-isolation", "--no-cache-dir", OPENPIFPAF],
+            [*pip, "--no-deps", "--no-build-isolation", OPENPIFPAF],
             log,
         )
         verify = subprocess.run([env_python, "-c", _VERIFY], capture_output=True, text=True)

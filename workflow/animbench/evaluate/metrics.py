@@ -17,6 +17,7 @@ metric is not computed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -296,81 +297,92 @@ def video_metrics(
     if with_mkr and keypoints == "none":
         raise ConfigError("metrics.mkr: MKR needs a keypoint detector, got keypoints='none'")
 
-    if keypoints == "none":
-        detector = None
-    elif detector is None:
-        from animbench.evaluate.detectors import get_keypoint_detector
+    # what this call builds by name it also closes (openpifpaf's worker process)
+    with contextlib.ExitStack() as owned:
+        if keypoints == "none":
+            detector = None
+        elif detector is None:
+            from animbench.evaluate.detectors import get_keypoint_detector
 
-        detector = get_keypoint_detector(keypoints)
-    if identity == "none":
-        embedder = None
-    elif embedder is None:
-        from animbench.evaluate.detectors import get_identity_embedder
+            detector = get_keypoint_detector(keypoints)
+            if hasattr(detector, "close"):
+                owned.callback(detector.close)
+        if identity == "none":
+            embedder = None
+        elif embedder is None:
+            from animbench.evaluate.detectors import get_identity_embedder
 
-        embedder = get_identity_embedder(identity)
+            embedder = get_identity_embedder(identity)
+            if hasattr(embedder, "close"):
+                owned.callback(embedder.close)
 
-    info = _read_reconstruct_json(pred)
-    l1_frames = _read_l1(pred)
-    names = [clip_name(c) for c in clips]
-    extra = sorted(set(clip_name(c) for c in list_clips(pred)) - set(names))
-    if extra:
-        raise DataError(f"{pred / extra[0]}: prediction for a clip not in {gt}")
-    kp_prov, id_prov = _provenance(detector), _provenance(embedder)
-    warnings = info.get("warnings") or []
-    if isinstance(warnings, str):
-        warnings = [warnings]
-    checkpoint = info.get("checkpoint_sha256")
+        info = _read_reconstruct_json(pred)
+        l1_frames = _read_l1(pred)
+        names = [clip_name(c) for c in clips]
+        extra = sorted(set(clip_name(c) for c in list_clips(pred)) - set(names))
+        if extra:
+            raise DataError(f"{pred / extra[0]}: prediction for a clip not in {gt}")
+        kp_prov, id_prov = _provenance(detector), _provenance(embedder)
+        warnings = info.get("warnings") or []
+        if isinstance(warnings, str):
+            warnings = [warnings]
+        checkpoint = info.get("checkpoint_sha256")
 
-    rows = []
-    for gt_clip, name in tqdm(
-        list(zip(clips, names)), desc=f"metrics {dataset}/{method}", unit="video"
-    ):
-        pred_clip = pred / name
-        if not pred_clip.is_dir():
-            raise DataError(f"{pred_clip}: prediction for clip {name} not found")
-        n = num_frames(gt_clip)
-        n_pred = num_frames(pred_clip)
-        if n_pred != n:
-            raise DataError(
-                f"{pred_clip}: {n_pred} predicted frames, ground truth {gt_clip} has {n}"
+        rows = []
+        for gt_clip, name in tqdm(
+            list(zip(clips, names)), desc=f"metrics {dataset}/{method}", unit="video"
+        ):
+            pred_clip = pred / name
+            if not pred_clip.is_dir():
+                raise DataError(f"{pred_clip}: prediction for clip {name} not found")
+            n = num_frames(gt_clip)
+            n_pred = num_frames(pred_clip)
+            if n_pred != n:
+                raise DataError(
+                    f"{pred_clip}: {n_pred} predicted frames, ground truth {gt_clip} has {n}"
+                )
+            row: dict[str, Any] = {
+                "dataset": dataset,
+                "method": method,
+                "video": name,
+                "n_frames": n,
+            }
+            row.update(_frame_sums(l1_frames, name, n, pred / "frames.parquet"))
+            akd, mkr, aed = [], [], []
+            if detector is not None or embedder is not None:
+                for g, p in zip(
+                    _batches(gt_clip, n, batch_frames), _batches(pred_clip, n, batch_frames)
+                ):
+                    if g.shape != p.shape:
+                        raise DataError(
+                            f"{pred_clip}: frame shape {p.shape[1:]} differs from ground truth {g.shape[1:]}"
+                        )
+                    if detector is not None:
+                        kg, kp = detector.detect(g), detector.detect(p)
+                        akd.append(keypoint_distance(kg, kp))
+                        if with_mkr:
+                            mkr.append(missing_keypoint_rate(kg, kp))
+                    if embedder is not None:
+                        aed.append(embedding_distance(embedder.embed(g), embedder.embed(p)))
+            row.update(_sum_count("akd", akd, n))
+            row["akd_skipped"] = n - row["akd_frames"] if akd else None
+            row.update(_sum_count("mkr", mkr, n))
+            row.update(_sum_count("aed", aed, n))
+            row.update(
+                keypoint_detector=kp_prov[0],
+                keypoint_detector_version=kp_prov[1],
+                keypoint_weights_sha256=kp_prov[2],
+                identity_embedder=id_prov[0],
+                identity_embedder_version=id_prov[1],
+                identity_weights_sha256=id_prov[2],
+                checkpoint_sha256=None if checkpoint is None else str(checkpoint),
+                warnings="; ".join(str(w) for w in warnings) or None,
             )
-        row: dict[str, Any] = {"dataset": dataset, "method": method, "video": name, "n_frames": n}
-        row.update(_frame_sums(l1_frames, name, n, pred / "frames.parquet"))
-        akd, mkr, aed = [], [], []
-        if detector is not None or embedder is not None:
-            for g, p in zip(
-                _batches(gt_clip, n, batch_frames), _batches(pred_clip, n, batch_frames)
-            ):
-                if g.shape != p.shape:
-                    raise DataError(
-                        f"{pred_clip}: frame shape {p.shape[1:]} differs from ground truth {g.shape[1:]}"
-                    )
-                if detector is not None:
-                    kg, kp = detector.detect(g), detector.detect(p)
-                    akd.append(keypoint_distance(kg, kp))
-                    if with_mkr:
-                        mkr.append(missing_keypoint_rate(kg, kp))
-                if embedder is not None:
-                    aed.append(embedding_distance(embedder.embed(g), embedder.embed(p)))
-        row.update(_sum_count("akd", akd, n))
-        row["akd_skipped"] = n - row["akd_frames"] if akd else None
-        row.update(_sum_count("mkr", mkr, n))
-        row.update(_sum_count("aed", aed, n))
-        row.update(
-            keypoint_detector=kp_prov[0],
-            keypoint_detector_version=kp_prov[1],
-            keypoint_weights_sha256=kp_prov[2],
-            identity_embedder=id_prov[0],
-            identity_embedder_version=id_prov[1],
-            identity_weights_sha256=id_prov[2],
-            checkpoint_sha256=None if checkpoint is None else str(checkpoint),
-            warnings="; ".join(str(w) for w in warnings) or None,
-        )
-        rows.append(row)
+            rows.append(row)
 
-    df = typed_frame(rows, COLUMNS, ints=COUNT_COLUMNS, floats=SUM_COLUMNS)
-    write_parquet_atomic(df, out)
-    return df
+        df = typed_frame(rows, COLUMNS, ints=COUNT_COLUMNS, floats=SUM_COLUMNS)
+        write_parquet_atomic(df, out)
+        return df
 
 
 def _sum_count(prefix: str, parts: list[np.ndarray], n: int) -> dict[str, Any]:

@@ -231,7 +231,3 @@ class OpenPifPafDetector(KeypointDetector):
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-    def __del__(self) -> None:
-        if getattr(self, "_process", None) is not None:
-            self.close()
