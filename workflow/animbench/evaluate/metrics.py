@@ -261,6 +261,19 @@ def _provenance(obj: Any) -> tuple[str | None, str | None, str | None]:
     )
 
 
+def _backend(name: str, given: Any, build: Any, owned: contextlib.ExitStack) -> Any:
+    """None for 'none'; else the caller's object when given (theirs to close); else the one
+    registered under ``name``, closed when ``owned`` closes."""
+    if name == "none":
+        return None
+    if given is not None:
+        return given
+    built = build(name)
+    if hasattr(built, "close"):
+        owned.callback(built.close)
+    return built
+
+
 def video_metrics(
     gt: str | Path,
     pred: str | Path,
@@ -298,23 +311,11 @@ def video_metrics(
         raise ConfigError("metrics.mkr: MKR needs a keypoint detector, got keypoints='none'")
 
     # what this call builds by name it also closes (openpifpaf's worker process)
+    from animbench.evaluate import detectors as backends
+
     with contextlib.ExitStack() as owned:
-        if keypoints == "none":
-            detector = None
-        elif detector is None:
-            from animbench.evaluate.detectors import get_keypoint_detector
-
-            detector = get_keypoint_detector(keypoints)
-            if hasattr(detector, "close"):
-                owned.callback(detector.close)
-        if identity == "none":
-            embedder = None
-        elif embedder is None:
-            from animbench.evaluate.detectors import get_identity_embedder
-
-            embedder = get_identity_embedder(identity)
-            if hasattr(embedder, "close"):
-                owned.callback(embedder.close)
+        detector = _backend(keypoints, detector, backends.get_keypoint_detector, owned)
+        embedder = _backend(identity, embedder, backends.get_identity_embedder, owned)
 
         info = _read_reconstruct_json(pred)
         l1_frames = _read_l1(pred)
