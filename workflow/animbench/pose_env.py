@@ -94,9 +94,9 @@ def is_ready(prefix: Path) -> bool:
     return versions.get("openpifpaf") == OPENPIFPAF_VERSION and pose_python(prefix).exists()
 
 
-def check_free_space(prefix: Path, needed: int | None = None) -> None:
-    """Raise a one-line error when the disk holding ``prefix`` has less than ``needed`` free."""
-    needed = NEEDED_BYTES if needed is None else needed
+def check_free_space(prefix: Path) -> None:
+    """Raise a one-line error when the disk holding ``prefix`` has less than NEEDED_BYTES free."""
+    needed = NEEDED_BYTES
     folder = next(p for p in (prefix, *prefix.parents) if p.exists())
     free = shutil.disk_usage(folder).free
     if free < needed:
