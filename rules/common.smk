@@ -208,6 +208,21 @@ def train_preset(wildcards):
     return config["methods"][wildcards.method]["presets"][wildcards.dataset]
 
 
+def train_priority(wildcards):
+    """Longest training first (its planned epochs × repeats): with fewer jobs than cores at the
+    end, the last one to start should be a short one."""
+    from animbench.config import merge
+    from animbench.models.presets import PRESETS
+
+    preset = PRESETS.get(train_preset(wildcards))
+    if preset is None:  # an unknown preset: the train job names it
+        return 0
+    schedule = merge(preset, config["methods"][wildcards.method]["overrides"])[
+        "train_params"
+    ]
+    return int(schedule["num_epochs"] * schedule["num_repeats"])
+
+
 def train_overrides(wildcards):
     return json.dumps(config["methods"][wildcards.method]["overrides"], sort_keys=True)
 

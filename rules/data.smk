@@ -90,6 +90,7 @@ rule synthetic:
         res("benchmarks/synthetic/{dataset}.tsv")
     wildcard_constraints:
         dataset=alternatives(SYNTHETIC_DATASETS),
+    priority: 1000  # the data first: every training job waits for it
     conda:
         "../envs/data.yaml"
     threads: rule_resource("synthetic", "threads")

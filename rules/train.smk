@@ -16,6 +16,7 @@ rule train:
         res("benchmarks/train/{dataset}/{method}.tsv")
     wildcard_constraints:
         method=alternatives(TRAINED_METHODS),
+    priority: train_priority
     conda:
         "../envs/torch.yaml"
     threads: job_resource("train", "threads")
