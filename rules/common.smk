@@ -116,6 +116,8 @@ def train_options(wildcards):
         args.append("--compile")
     if options["workers"] is not None:
         args.append(f"--workers {options['workers']}")
+    if options["allow_random_weights"]:
+        args.append("--allow-random-weights")
     return " ".join(args)
 
 
@@ -345,3 +347,21 @@ def dataset_weights(wildcards):
         dataset.get("keypoints", "none"), dataset.get("identity", "none")
     )
     return [weight_stamp(name) for name in names]
+
+
+def train_weights(wildcards):
+    """Stamps of the pretrained files the job's resolved preset trains with (VGG19, HRNet,
+    DINO, SAM), fetched by the local `weights` rule so a compute node needs no internet. None
+    when random substitutes are allowed (offline CI): the job then records its deviations.
+    """
+    if config["training"]["allow_random_weights"]:
+        return []
+    from animbench.config import merge
+    from animbench.models.presets import PRESETS
+    from animbench.train.pretrained import required_weights
+
+    preset = PRESETS.get(train_preset(wildcards))
+    if preset is None:  # an unknown preset: the train job names it
+        return []
+    spec = merge(preset, config["methods"][wildcards.method]["overrides"])
+    return [weight_stamp(name) for name in required_weights(spec)]

@@ -3,11 +3,14 @@
 # A job with gpu > 1 (config resources.train) runs one torchrun process per GPU. `exec`: the
 # trainer replaces the shell, so a SIGTERM (SLURM's time limit or preemption) reaches the
 # trainer, which saves checkpoint-last.pt, rather than killing the shell that waits for it.
+# The pretrained files a preset trains with (VGG19, HRNet, DINO, SAM) are inputs, fetched by
+# the local `weights` rule (rules/weights.smk), unless training.allow_random_weights.
 
 
 rule train:
     input:
         data=dataset_clips,
+        weights=train_weights,
     output:
         model=res("runs/{dataset}/{method}/model.pt"),
     log:
@@ -34,10 +37,13 @@ rule train:
         run_dir=res("runs/{dataset}/{method}"),
         device=config["device"],
         seed=config["seed"],
+        cache=CACHE,
+        pins=WEIGHT_PINS,
     shell:
         "exec {params.launcher} train --threads {params.threads} --data {params.data:q}"
         " --method {wildcards.method} --preset {params.preset} --overrides {params.overrides:q} --out {params.run_dir:q}"
-        " --device {params.device} --seed {params.seed} {params.options} > {log:q} 2>&1"
+        " --device {params.device} --seed {params.seed} {params.options}"
+        " --cache {params.cache:q} --weight-pins {params.pins:q} > {log:q} 2>&1"
 
 
 # Released checkpoints (config: methods.<method>.checkpoints.<dataset>) are imported strictly

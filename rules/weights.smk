@@ -1,6 +1,6 @@
-# Pretrained weight files of the evaluation networks, fetched into the cache and verified
-# (sha256 from config `weights:` over the package's table) on the machine running Snakemake:
-# a local rule, so cluster compute nodes without internet find the files already there.
+# Pretrained weight files (evaluation networks; training losses and initialisations), fetched
+# into the cache and verified (sha256 from config `weights:` over the package's table) on the
+# machine running Snakemake: a local rule, so compute nodes without internet find them there.
 
 
 rule weights:

@@ -413,6 +413,7 @@ def test_trainer_runs_cpabmm_and_reconstruction_loads_it(tiny_dataset, tmp_path)
             overrides,
             out=tmp_path / "run",
             device="cpu",
+            allow_random_weights=True,
         )
     log = pd.read_csv(tmp_path / "run" / "log.csv")
     assert list(log["step"]) == [1, 2, 3]

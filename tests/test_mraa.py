@@ -285,8 +285,9 @@ def test_trainer_runs_mraa_and_reconstruction_loads_it(tiny_dataset, tmp_path):
     with offline_weights(tmp_path / "cache"), warnings.catch_warnings():
         warnings.filterwarnings("ignore", "VGG19 ImageNet weights unavailable")
         final = train(
-            tiny_dataset, "mraa", "mraa-synthetic", overrides, out=tmp_path / "run", device="cpu"
-        )
+            tiny_dataset, "mraa", "mraa-synthetic", overrides, out=tmp_path / "run", device="cpu",
+            allow_random_weights=True,
+        )  # fmt: skip
     log = (tmp_path / "run" / "log.csv").read_text().splitlines()
     assert "equivariance_affine" in log[0] and len(log) == 3
     assert len((tmp_path / "run" / "log-avd.csv").read_text().splitlines()) == 3

@@ -475,8 +475,9 @@ def test_trainer_runs_tpsmm_and_reconstruction_loads_it(tiny_dataset, tmp_path):
     with offline_weights(tmp_path / "cache"), warnings.catch_warnings():
         warnings.filterwarnings("ignore", "VGG19 ImageNet weights unavailable")
         final = train(
-            tiny_dataset, "tpsmm", "tpsmm-synthetic", overrides, out=tmp_path / "run", device="cpu"
-        )
+            tiny_dataset, "tpsmm", "tpsmm-synthetic", overrides, out=tmp_path / "run", device="cpu",
+            allow_random_weights=True,
+        )  # fmt: skip
     log = pd.read_csv(tmp_path / "run" / "log.csv")
     assert list(log["step"]) == [1, 2, 3]
     for column in ("perceptual", "equivariance_value", "warp_loss", "bg"):

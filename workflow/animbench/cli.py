@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from animbench.errors import AnimbenchError
@@ -54,6 +55,9 @@ def _cmd_data(args: argparse.Namespace) -> None:
 def _cmd_train(args: argparse.Namespace) -> None:
     from animbench.train.trainer import TrainOptions, train
 
+    _apply_weight_pins(args)
+    if args.cache:  # where the workflow's `weights` rule put the files (weights.cache_dir)
+        os.environ["ANIMBENCH_CACHE"] = args.cache
     options = TrainOptions(
         precision=args.precision,
         channels_last=args.channels_last,
@@ -72,6 +76,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         device=args.device,
         seed=args.seed,
         options=options,
+        allow_random_weights=args.allow_random_weights,
     )
 
 
@@ -250,6 +255,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="steps between resumable checkpoints, besides the preset's epochs (0: none)",
     )
     p.add_argument("--no-tensorboard", action="store_true", help="CSV log only")
+    p.add_argument(
+        "--allow-random-weights",
+        action="store_true",
+        help="train with random weights in place of a missing pretrained file (VGG19, HRNet, "
+        "DINO, SAM) instead of stopping; the results are marked as deviating",
+    )
+    p.add_argument("--weight-pins", type=_json, default={}, help=WEIGHT_PINS_HELP)
+    p.add_argument(
+        "--cache", default=None, help="cache holding the weight files (default: $ANIMBENCH_CACHE)"
+    )
     p.add_argument("--out", required=True, help="run folder; resumes from its last checkpoint")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)

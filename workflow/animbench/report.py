@@ -87,6 +87,9 @@ td.note { max-width: 40em; }
 td.prov { font-size: 0.85em; color: #555; max-width: 22em; word-break: break-all; }
 caption { caption-side: top; text-align: left; padding: 2px 0; }
 tr.measured td.status { color: #176c17; }
+/* a number, but not the preset's (e.g. trained on random VGG19): must not pass for measured */
+tr.deviates td.status { color: #b00020; font-weight: bold; }
+tr.deviates td.note { background: #fdecee; }
 tr.missing td.status, tr.not-run td.status { color: #a15c00; }
 tr.not-implemented td.status, tr.not-available td.status, tr.not-computed td.status {
   color: #888; }
@@ -508,10 +511,16 @@ def table_charts(table: pd.DataFrame) -> list[str]:
         if not (group["value"].map(_finite).any() or group["paper_value"].map(_finite).any()):
             continue
         title = f"{metric}" if str(dataset) in ("-", "") else f"{dataset}: {metric}"
+        statuses = group["status"] if "status" in group else [None] * len(group)
+        # a deviating bar must not read as the method's number
+        labels = [
+            f"{m} (deviates)" if status == "deviates" else str(m)
+            for m, status in zip(group["method"], statuses)
+        ]
         charts.append(
             svg_bar_chart(
                 title,
-                [str(m) for m in group["method"]],
+                labels,
                 {"measured": list(group["value"]), "paper": list(group["paper_value"])},
             )
         )

@@ -2,9 +2,9 @@
 
 Long format: one row per (paper, table, dataset, method, metric) with our `value`, the paper's
 `paper_value`, `delta = value − paper_value`, how many videos/frames the value rests on, a
-`status` (measured / not run / not implemented / not computed / missing / not available) and
-a `note` saying why a value is absent or how comparable it is, plus provenance: git commit,
-config hash, the checkpoint's sha256 (reconstruct.json, via the metrics files) and each
+`status` (measured / deviates / not run / not implemented / not computed / missing / not
+available) and a `note` saying why a value is absent or how comparable it is, plus
+provenance: git commit, config hash, the checkpoint's sha256 (reconstruct.json, via the metrics files) and each
 detector's name, version and weights sha256 (the metrics files); a measured row lacking any of
 them says so in its note. Values are never invented: a value is NaN unless it was measured (or,
 for a parameter count, counted) in this run.
@@ -308,7 +308,8 @@ def _measure(
     baseline: bool = False,
 ) -> bool:
     """Fill a row from one (dataset, method)'s metrics: value, counts, delta, provenance and
-    comparability notes ("measured"), or "not computed" when the run lacks the metric's
+    comparability notes ("measured"; "deviates" when the checkpoint's training departed from
+    its preset, e.g. random pretrained weights), or "not computed" when the run lacks the metric's
     backend. False when there are no metrics at all. Provenance a measured row lacks is
     named in its note."""
     if group is None:
@@ -336,6 +337,12 @@ def _measure(
         warnings = _unique(group.get("warnings"))
         if warnings:
             notes.append(f"reconstruction warnings: {warnings}")
+        # a model not trained as its preset says (random weights in place of a pretrained
+        # file): measured, but not the preset's number
+        deviations = _unique(group.get("deviations"))
+        if deviations:
+            row["status"] = "deviates"
+            notes.append(f"training deviates from the preset: {deviations}")
         notes.extend(_missing_provenance(row, metric, baseline))
     elif metric in EXTRA_METRICS:
         row["status"] = "not computed"

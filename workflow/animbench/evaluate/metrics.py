@@ -60,6 +60,7 @@ COLUMNS = [
     "identity_weights_sha256",
     "checkpoint_sha256",
     "warnings",
+    "deviations",  # how the checkpoint's training left its preset (random weights): "deviates"
 ]
 # per-frame columns of frames.parquet beside l1 (image_metrics.FRAME_METRICS), optional
 FRAME_COLUMNS = ("psnr", "ssim", "lpips")
@@ -328,6 +329,7 @@ def video_metrics(
         if isinstance(warnings, str):
             warnings = [warnings]
         checkpoint = info.get("checkpoint_sha256")
+        deviations = info.get("deviations") or []
 
         rows = []
         for gt_clip, name in tqdm(
@@ -378,6 +380,7 @@ def video_metrics(
                 identity_weights_sha256=id_prov[2],
                 checkpoint_sha256=None if checkpoint is None else str(checkpoint),
                 warnings="; ".join(str(w) for w in warnings) or None,
+                deviations="; ".join(str(d) for d in deviations) or None,
             )
             rows.append(row)
 

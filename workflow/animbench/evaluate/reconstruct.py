@@ -340,6 +340,7 @@ def reconstruct(
         "checkpoint_sha256": checkpoint_sha,
         "preset": payload.get("preset", {}).get("note"),
         "warnings": payload.get("warnings", []),
+        "deviations": payload.get("deviations", []),  # the tables' status "deviates"
         "n_videos": len(clips),
         "n_frames": len(frames),
         "l1": float(frames["l1"].mean()),

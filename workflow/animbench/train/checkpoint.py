@@ -5,7 +5,10 @@ weights_only=True (no pickled code). Keys:
     method, preset    the registry name and the fully resolved preset (model/train/dataset params)
     networks          {checkpoint key (generator, kp_detector, ...): state_dict}
     epoch, step       progress when written
-    warnings          things a reader of the results must know (e.g. random-init VGG19)
+    warnings          things a reader of the results must know (e.g. a resume from an older file)
+    deviations        how the training differs from its preset (random weights in place of a
+                      missing pretrained file, allowed by --allow-random-weights): the tables
+                      give its rows status "deviates"
     training_state    optimisers, schedulers, sampler position, RNG states (resumable files)
 
 Resumable files of a run folder (`save_resumable`, `load_resumable`): checkpoint-last.pt (the

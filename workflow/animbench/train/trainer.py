@@ -14,7 +14,7 @@ Run folder:
     tensorboard/          the same scalars, and the image grids, for TensorBoard
     grid-latest.png       source | driving | prediction | keypoints | occlusion, every
     grids/                `image_every` steps
-    train.json            summary: preset, steps, time, options, warnings
+    train.json            summary: preset, steps, time, options, warnings, deviations
 
 A preset's `batch_size` is the paper's global batch, whatever the number of processes. Per
 preset: `clip_grad_norm: {network: max_norm | {max_norm, norm_type}}` (MTIA's kp detector,
@@ -46,7 +46,7 @@ from animbench import __version__
 from animbench.data.datasets import FramePairs
 from animbench.errors import ConfigError
 from animbench.models.registry import build, get_preset
-from animbench.train import checkpoint
+from animbench.train import checkpoint, pretrained
 from animbench.train.distributed import Distributed, PairBatchSampler, synchronise_batch_norm
 from animbench.train.logging import RunLogger, training_grid
 from animbench.train.objectives import AVD_OBJECTIVES, OBJECTIVES
@@ -252,15 +252,20 @@ def train(
     device: str = "auto",
     seed: int = 0,
     options: TrainOptions | None = None,
+    allow_random_weights: bool = False,
 ) -> Path:
     """Train `preset` on the dataset at `data`; returns the path of model.pt. Under torchrun
-    each process trains its share of every global batch (DDP)."""
+    each process trains its share of every global batch (DDP).
+
+    A pretrained file the preset needs (VGG19, HRNet, DINO, SAM) that is missing stops the run
+    at its start, unless `allow_random_weights`: then random weights stand in and the
+    checkpoint's `deviations` say so (train/pretrained.py)."""
     device = resolve_device(device)
     distributed = Distributed.from_environment(device)
     try:
         return _Run(
             data, method, preset, overrides, Path(out), distributed.device(device), seed,
-            (options or TrainOptions()).resolve(device), distributed,
+            (options or TrainOptions()).resolve(device), distributed, allow_random_weights,
         ).run()  # fmt: skip
     finally:
         distributed.close()
@@ -269,12 +274,17 @@ def train(
 class _Run:
     """A training run: the model, its stages and the run folder."""
 
-    def __init__(self, data, method, preset, overrides, out, device, seed, options, distributed):
+    def __init__(
+        self, data, method, preset, overrides, out, device, seed, options, distributed,
+        allow_random_weights=False,
+    ):  # fmt: skip
         self.data, self.method, self.preset, self.out = data, method, preset, out
         self.device, self.seed, self.options, self.dist = device, seed, options, distributed
         self.overrides = overrides or {}
-        out.mkdir(parents=True, exist_ok=True)
         self.spec = get_preset(preset, overrides)
+        # before any work (the run folder included): a missing pretrained file stops it here
+        self.deviations = pretrained.check_weights(self.spec, allow_random_weights)
+        out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(seed)  # the same initial weights in every process
         self.model = build(self.spec).to(device)
         self.state, resumed_from = self._load_resumable()
@@ -415,6 +425,7 @@ class _Run:
                     "stage": stage.name,
                     **_flatten(progress),
                     "warnings": self.warnings,
+                    "deviations": self.deviations,
                     "training_state": {**stage.state(), "rng": rng},
                 },
                 self.out,
@@ -536,6 +547,9 @@ class _Run:
         torch.manual_seed(self.seed + self.dist.rank)
         if state is not None:  # e.g. notes of the first start's pretrained initialisation
             self.warnings += [w for w in state.get("warnings", []) if w not in self.warnings]
+            # weights random at the first start leave their mark on the run even if found now
+            old = state.get("deviations", [])
+            self.deviations += [d for d in old if d not in self.deviations]
         progress = _progress(state)
         stage_name = "main" if state is None else state.get("stage", "main")
 
@@ -573,6 +587,7 @@ class _Run:
                     "networks": self._weights(),
                     **_flatten(progress),
                     "warnings": self.warnings,
+                    "deviations": self.deviations,
                     "animbench_version": __version__,
                 },
                 final,
@@ -588,6 +603,7 @@ class _Run:
                 "processes": self.dist.world_size,
                 "options": asdict(self.options),
                 "warnings": self.warnings,
+                "deviations": self.deviations,
             }
             if "avd" in progress:
                 for name, stage in progress.items():
