@@ -72,13 +72,16 @@ def test_fomm_beats_source_copy_on_akd(ci_run: Path):
 
 def test_table2_records_provenance(ci_run: Path):
     table = pd.read_parquet(ci_run / "results/table2.parquet")
-    fomm = table[table.method.isin(METHODS) & (table.status == "measured")]
+    # offline (the CI profile allows random weights), VGG19 is randomly initialised: every
+    # trained row is a number that deviates from its preset, never "measured"
+    trained = table[table.method.isin(METHODS) & table.value.notna()]
+    assert (trained.status == "deviates").all()
+    fomm = table[table.method.isin(METHODS) & (table.status == "deviates")]
     assert set(fomm.method) == set(METHODS)
     assert fomm.checkpoint_sha256.str.fullmatch(r"[0-9a-f]{64}").all()
     assert (fomm.n_videos > 0).all() and (fomm.n_frames > 0).all()
     assert fomm.config_hash.str.len().gt(0).all()
-    # offline, VGG19 is randomly initialised and the table says so
-    assert fomm.note.str.contains("VGG19").all()
+    assert fomm.note.str.contains("vgg19-dcbb9e9d.pth").all()  # names the missing file
 
 
 def test_table1_exact_fomm_counts(ci_run: Path):

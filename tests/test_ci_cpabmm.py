@@ -41,5 +41,7 @@ def test_cpabmm_metrics_are_finite_and_beat_source_copy_on_l1(cpabmm_run: Path):
         cpabmm = _value(table, dataset, "CPABMM", "L1")
         floor = _value(table, dataset, "Source copy", "L1")
         assert cpabmm < floor, f"{dataset} L1: CPABMM {cpabmm:.4f} ≥ source copy {floor:.4f}"
-    measured = table[(table.method == "CPABMM") & (table.status == "measured")]
-    assert measured.checkpoint_sha256.str.fullmatch(r"[0-9a-f]{64}").all()
+    # offline (random weights allowed by the CI profile): "deviates", not "measured"
+    trained = table[(table.method == "CPABMM") & table.value.notna()]
+    assert len(trained) and (trained.status == "deviates").all()
+    assert trained.checkpoint_sha256.str.fullmatch(r"[0-9a-f]{64}").all()
