@@ -36,7 +36,7 @@ def _assert_close_weights(a: dict, b: dict, atol: float = 0.0) -> None:
 def _environment(tmp_path: Path) -> dict:
     env = dict(os.environ)
     env.update(
-        ANIMBENCH_OFFLINE="1",  # VGG19 falls back to its random initialisation, no download
+        ANIMBENCH_OFFLINE="1",  # no download: VGG19 random (--allow-random-weights)
         ANIMBENCH_CACHE=str(tmp_path / "cache"),
         TORCH_HOME=str(tmp_path / "torch"),
         OPENBLAS_NUM_THREADS="1",
@@ -51,6 +51,7 @@ def _train_command(data: Path, out: Path, overrides: dict, *extra: str) -> list[
         *("-m", "animbench.cli", "train", "--threads", "1", "--device", "cpu"),
         *("--data", str(data), "--method", "fomm", "--preset", "fomm-synthetic"),
         *("--overrides", json.dumps(overrides), "--out", str(out), "--image-every", "3"),
+        "--allow-random-weights",  # offline: a random VGG19, recorded as a deviation
         *extra,
     ]
 

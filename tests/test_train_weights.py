@@ -239,3 +239,30 @@ def test_ci_profile_trains_on_random_weights_without_fetching() -> None:
     assert not [j for j in jobs if j["rule"] == "weights" and "vgg19" in j["wildcards"]]
     trains = [line for line in stdout.splitlines() if " train --threads" in line]
     assert trains and all("--allow-random-weights" in line for line in trains)
+
+
+def test_a_cached_vgg19_trains_without_deviation(tiny_dataset, tmp_path: Path, monkeypatch):
+    """The switch off and the (generated, pinned) VGG19 file in the cache: training loads it,
+    records no deviation and no VGG19 warning."""
+    import torch
+    from conftest import TINY_OVERRIDES, offline_weights
+
+    from animbench.train import checkpoint
+    from animbench.train.losses import Vgg19
+    from animbench.train.trainer import TrainOptions, train
+
+    cache = tmp_path / "cache"
+    file = cache / "animbench" / "weights" / VGG19.filename  # offline_weights' cache
+    file.parent.mkdir(parents=True)
+    state = {f"features.{k}": v for k, v in Vgg19(pretrained=False).features.state_dict().items()}
+    torch.save(state, file)
+    monkeypatch.setattr(weights, "WEIGHTS", dict(weights.WEIGHTS))
+    weights.configure({"vgg19": {"sha256": hashlib.sha256(file.read_bytes()).hexdigest()}})
+    with offline_weights(cache):
+        model = train(
+            tiny_dataset, "fomm", "fomm-synthetic", overrides=TINY_OVERRIDES,
+            out=tmp_path / "run", device="cpu", options=TrainOptions(image_every=0),
+        )  # fmt: skip
+    payload = checkpoint.load(model)
+    assert payload["deviations"] == []
+    assert not any("VGG19" in w for w in payload["warnings"])
