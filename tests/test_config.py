@@ -213,6 +213,87 @@ def test_cross_reference_preset_for_unknown_dataset():
     assert error_of(config) == "config key 'methods.fomm.presets.ghost': unknown dataset 'ghost'"
 
 
+def test_unknown_preset_is_named_with_the_nearest():
+    config = minimal()
+    config["methods"]["fomm"]["presets"]["toy"] = "fomm-vox265"
+    assert error_of(config).startswith(
+        "config key 'methods.fomm.presets.toy': unknown preset 'fomm-vox265' "
+        "(did you mean fomm-vox256"
+    )
+    # an entry outside the benchmark is checked too (paper tables and later runs use it)
+    config = minimal()
+    config["methods"]["extra"] = {"presets": {"toy": "no-such-preset"}}
+    assert (
+        error_of(config)
+        == "config key 'methods.extra.presets.toy': unknown preset 'no-such-preset'"
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (
+            {"train_params": {"num_epocs": 3}},
+            "config key 'methods.fomm.overrides.train_params.num_epocs': unknown key for a fomm "
+            "preset (did you mean num_epochs, num_repeats, num_workers?)",
+        ),
+        (
+            {"train_params": {"loss_weights": {"perceptal": [1]}}},
+            "config key 'methods.fomm.overrides.train_params.loss_weights.perceptal': unknown key "
+            "for a fomm preset (did you mean perceptual?)",
+        ),
+        (
+            {"zzz": 1},
+            "config key 'methods.fomm.overrides.zzz': unknown key for a fomm preset (valid: "
+            "dataset_params, model, model_params, note, train_params)",
+        ),
+        (  # FOMM has no second (AVD) stage, so no AVD keys even where they are optional
+            {"train_avd_params": {"max_steps": 1}},
+            "config key 'methods.fomm.overrides.train_avd_params': unknown key for a fomm preset "
+            "(did you mean train_params?)",
+        ),
+    ],
+)
+def test_unknown_override_keys_are_named(overrides, expected):
+    config = minimal()
+    config["methods"]["fomm"]["overrides"] = overrides
+    assert error_of(config) == expected
+
+
+@pytest.mark.parametrize(
+    "method, preset, overrides",
+    [
+        # keys of the preset, and of another preset of the same model (FOMM mgif's)
+        ("fomm", "fomm-synthetic", {"train_params": {"num_epochs": 3, "max_steps": 2}}),
+        ("fomm", "fomm-synthetic",
+         {"model_params": {"kp_detector_params": {"single_jacobian_map": True}}}),
+        # optional keys no preset holds (OPTIONAL_OVERRIDES), clip_grad_norm by network name
+        ("fomm", "fomm-synthetic", {"train_params": {"weight_decay": 0.1, "num_workers": 2,
+                                                      "clip_grad_norm": {"kp_detector": 1.0}}}),
+        ("fomm", "fomm-synthetic",
+         {"dataset_params": {"augmentation_params": {"rotation_param": {"degrees": 5}}}}),
+        ("mraa", "mraa-synthetic", {"train_avd_params": {"max_steps": 2, "num_repeats": 1}}),
+        ("tpsmm", "tpsmm-synthetic", {"train_params": {"bg_start": 0}}),
+        # a whole section replaced by a non-mapping value
+        ("mraa", "mraa-synthetic", {"train_avd_params": None}),
+    ],
+)  # fmt: skip
+def test_valid_overrides_pass(method, preset, overrides):
+    config = minimal()
+    config["benchmark"]["methods"] = [method]
+    config["methods"] = {method: {"presets": {"toy": preset}, "overrides": overrides}}
+    assert validate_config(config)["methods"][method]["overrides"] == overrides
+
+
+def test_augmentation_keys_match_the_dataset():
+    """config.py lists the augmentation keys without importing the dataset (torch): the lists
+    must agree."""
+    from animbench.config import AUGMENTATION_KEYS
+    from animbench.data.datasets import _KNOWN_PARAMS
+
+    assert {k: set(v) for k, v in AUGMENTATION_KEYS.items()} == _KNOWN_PARAMS
+
+
 def test_baseline_cannot_be_a_trained_method():
     config = minimal()
     config["methods"]["source-copy"] = {"presets": {}}
@@ -367,11 +448,12 @@ def test_paper_table_spec_extras():
     assert spec["unavailable"] == {} and spec["param_networks"] == []
     assert "overrides" not in spec["rows"][1]["entry"]
     config = with_paper_table(unavailable_datasets={"taichi": "gone"}, param_networks=["kp"])
-    config["methods"]["fomm"]["overrides"] = {"model_params": {"x": 1}}
+    overrides = {"model_params": {"common_params": {"num_kp": 5}}}
+    config["methods"]["fomm"]["overrides"] = overrides
     config = validate_config(config)
     spec = paper_table_spec(config, "t")
     assert spec["unavailable"] == {"taichi": "gone"} and spec["param_networks"] == ["kp"]
-    assert spec["rows"][1]["entry"]["overrides"] == {"model_params": {"x": 1}}
+    assert spec["rows"][1]["entry"]["overrides"] == overrides
     assert spec["rows"][2]["entry"]["overrides"] == {}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -312,3 +313,32 @@ def test_crop_dataset_missing_corrupt_and_good(video, tmp_path):
     failed = index[index["status"] == "failed"]
     assert failed["message"].str.contains("bad.mp4").all()
     assert list(index.loc[index["status"] == "written", "frames"]) == [5, 2]
+
+
+def test_crop_dataset_reuses_clips_only_under_the_same_parameters(video, tmp_path):
+    """crop.json records the crop parameters; clips cut with others (or with no record) are
+    cut again, never served under the new parameters."""
+    box = (0, 0, 640, 360)
+    clips = table(clip_row("vid#1", 0, 5, box), clip_row("vid#2", 1, 3, box, partition="train"))
+    out = tmp_path / "clips"
+
+    def run(**options) -> pd.DataFrame:
+        return crop_dataset(clips, {"vid": video}, out, SIZE, progress=False, **options)
+
+    assert set(run()["status"]) == {"written"}
+    assert json.loads((out / "crop.json").read_text()) == {
+        "size": SIZE, "selection": "timestamps", "train_format": "png", "keep_aspect": False
+    }  # fmt: skip
+    assert set(run()["status"]) == {"present"}  # the same parameters: reused
+    index = run(train_format="jpeg")
+    assert set(index["status"]) == {"written"}
+    assert sorted(p.suffix for p in (out / "train" / "vid#2").iterdir()) == [".jpg", ".jpg"]
+    assert json.loads((out / "crop.json").read_text())["train_format"] == "jpeg"
+    # another size: the clips are cut again at that size
+    index = crop_dataset(clips, {"vid": video}, out, SIZE // 2, progress=False,
+                         train_format="jpeg")  # fmt: skip
+    assert set(index["status"]) == {"written"}
+    assert read_clip(out / "test" / "vid#1").shape[1:3] == (SIZE // 2, SIZE // 2)
+    # clips of a run that recorded no parameters are not trusted
+    (out / "crop.json").unlink()
+    assert set(run()["status"]) == {"written"}

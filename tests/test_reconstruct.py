@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import TINY_FRAMES, TINY_SIZE, moving_square
 
-from animbench.data.video import list_clips, read_clip
+from animbench.data.video import list_clips, read_clip, write_clip
 from animbench.errors import ConfigError
 from animbench.evaluate.reconstruct import (
     drive_clip,
@@ -217,3 +217,48 @@ def test_model_run_finishes_clips_before_a_corrupt_one(tiny_dataset, trained_run
     ).is_file()
     assert not (out / clips[1].name).exists()
     assert not (out / "frames.parquet").exists()
+
+
+def test_rerun_with_another_checkpoint_redoes_every_clip(tiny_dataset, trained_run, tmp_path):
+    """Finished clips are reused only from the same checkpoint (sha256): a reconstruction
+    folder never mixes clips of two models."""
+    out = tmp_path / "fomm"
+    first = pd.read_parquet(
+        reconstruct(
+            tiny_dataset, "fomm", checkpoint=trained_run / "model.pt", out=out, device="cpu"
+        )
+    )
+    payload = ckpt.load(trained_run / "model.pt")
+    for value in payload["networks"]["generator"].values():
+        if value.is_floating_point():
+            value.mul_(0.9)
+    other = ckpt.save(payload, tmp_path / "other.pt")
+    second = pd.read_parquet(
+        reconstruct(tiny_dataset, "fomm", checkpoint=other, out=out, device="cpu")
+    )
+    fresh_out = tmp_path / "fresh"
+    fresh = pd.read_parquet(
+        reconstruct(tiny_dataset, "fomm", checkpoint=other, out=fresh_out, device="cpu")
+    )
+    pd.testing.assert_frame_equal(second, fresh, atol=1e-6, rtol=0)
+    assert not np.allclose(first["l1"], second["l1"])
+    for name in _ground_truth(tiny_dataset):
+        assert (read_clip(out / name) == read_clip(fresh_out / name)).all(), name
+    record = json.loads((out / ".frames" / "record.json").read_text())
+    assert record == {"method": "fomm", "checkpoint_sha256": ckpt.sha256(other)}
+
+
+def test_clips_without_a_record_are_redone(tiny_dataset, tmp_path):
+    """Finished clips of a folder with no record of their checkpoint (an older run) are not
+    trusted."""
+    out = tmp_path / "copy"
+    reconstruct(tiny_dataset, "source-copy", out=out, device="cpu")
+    name = sorted(_ground_truth(tiny_dataset))[0]
+    png = out / name / "0000003.png"
+    good = png.read_bytes()
+    black = np.zeros_like(read_clip(out / name)[:1])
+    write_clip(out / name, np.repeat(black, TINY_FRAMES, axis=0))  # a stale, different clip
+    assert png.read_bytes() != good
+    (out / ".frames" / "record.json").unlink()
+    reconstruct(tiny_dataset, "source-copy", out=out, device="cpu")
+    assert png.read_bytes() == good

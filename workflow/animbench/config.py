@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import copy
 import csv
+import difflib
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -265,9 +266,102 @@ def validate_config(config: Mapping) -> dict:
     if error is not None:
         raise _schema_error(error)
     _check_references(out)
+    _check_presets(out)
     _check_paper_tables(out)
     _check_weights(out)
     return out
+
+
+# Override keys that no preset holds but the code reads (train/trainer.py, the objectives,
+# data/datasets.py's augmentation): a key is valid if a preset of the same model has it or it is
+# listed here. "*" accepts any key beneath (clip_grad_norm is keyed by network name). A listed
+# key counts only for a model whose presets have its top-level section (no AVD keys for FOMM).
+AUGMENTATION_KEYS = {  # data/datasets.py _KNOWN_PARAMS (tests/test_config.py keeps them equal)
+    "flip_param": ("horizontal_flip", "time_flip"),
+    "rotation_param": ("degrees",),
+    "resize_param": ("ratio",),
+    "crop_param": ("size",),
+    "jitter_param": ("brightness", "contrast", "saturation", "hue"),
+}
+OPTIONAL_OVERRIDES = (
+    *(
+        f"{stage}.{key}"
+        for stage in ("train_params", "train_avd_params")
+        for key in ("max_steps", "num_workers", "weight_decay", "clip_grad_norm.*")
+    ),
+    *(
+        f"dataset_params.augmentation_params.{group}.{key}"
+        for group, keys in AUGMENTATION_KEYS.items()
+        for key in keys
+    ),
+)
+
+
+def _dotted_keys(value: Mapping, prefix: str, keys: dict[str, bool]) -> dict[str, bool]:
+    """{dotted key: whether keys beneath it are unchecked} of a preset: a mapping's keys are
+    known; beneath a leaf set to None or an empty mapping anything may go."""
+    for key, sub in value.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        is_open = sub is None or (isinstance(sub, Mapping) and not sub)
+        keys[path] = keys.get(path, False) or is_open
+        if isinstance(sub, Mapping):
+            _dotted_keys(sub, path, keys)
+    return keys
+
+
+@cache
+def override_keys(model: str) -> dict[str, bool]:
+    """Valid override keys of a model: every preset's of that model, and OPTIONAL_OVERRIDES."""
+    # imported here: presets import this module (merge)
+    from animbench.models.presets import PRESETS
+
+    keys: dict[str, bool] = {}
+    for spec in PRESETS.values():
+        if spec.get("model") == model:
+            _dotted_keys(spec, "", keys)
+    sections = {k for k in keys if "." not in k}
+    for optional in OPTIONAL_OVERRIDES:
+        path = optional.removesuffix(".*")
+        if path.split(".")[0] not in sections:
+            continue
+        parts = path.split(".")
+        for i in range(1, len(parts)):
+            keys.setdefault(".".join(parts[:i]), False)
+        keys[path] = keys.get(path, False) or optional.endswith(".*")
+    return keys
+
+
+def _check_override_keys(overrides: Mapping, prefix: str, model: str, where: list) -> None:
+    keys = override_keys(model)
+    for key, value in overrides.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if path not in keys:
+            siblings = sorted(k.rpartition(".")[2] for k in keys if k.rpartition(".")[0] == prefix)
+            close = difflib.get_close_matches(str(key), siblings, n=3)
+            hint = f"did you mean {', '.join(close)}?" if close else f"valid: {', '.join(siblings)}"
+            raise _fail([*where, *path.split(".")], f"unknown key for a {model} preset ({hint})")
+        if isinstance(value, Mapping) and not keys[path]:
+            _check_override_keys(value, path, model, where)
+
+
+def _check_presets(config: dict) -> None:
+    """Every methods entry's presets exist, and its overrides name keys of their model."""
+    from animbench.models.presets import PRESETS
+
+    for method, entry in config["methods"].items():
+        models = []
+        for dataset, preset in entry["presets"].items():
+            if preset not in PRESETS:
+                close = difflib.get_close_matches(preset, list(PRESETS), n=3)
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                raise _fail(
+                    ["methods", method, "presets", dataset], f"unknown preset '{preset}'{hint}"
+                )
+            models.append(PRESETS[preset]["model"])
+        for model in dict.fromkeys(models):
+            _check_override_keys(
+                entry.get("overrides") or {}, "", model, ["methods", method, "overrides"]
+            )
 
 
 def _check_weights(config: dict) -> None:

@@ -28,11 +28,14 @@ Deviations (geometry and frame selection are exact; pixel values differ slightly
   variable-frame-rate files.
 
 Each clip is written to ``<out>/<partition>/.<name>.tmp-*`` and renamed when complete, so an
-existing clip folder is always finished; existing clips are skipped.
+existing clip folder is always finished; existing clips are skipped when ``<out>/crop.json``
+records the same crop parameters (size, selection, train format, aspect), and cut again
+otherwise.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -364,6 +367,33 @@ def crop_video(
     return records
 
 
+PARAMS_FILE = "crop.json"
+
+
+def claim_clips(
+    out_root: str | Path, params: Mapping, partitions: tuple[str, ...] = ("train", "test")
+) -> bool:
+    """Keep the clip folders under `out_root` only if ``crop.json`` there records `params`;
+    otherwise delete the `partitions` folders (clips of other parameters, or of a run that
+    recorded none) and record `params`. Returns whether the existing clips were kept. The
+    folders go before the record is written, so an interruption leaves nothing stale."""
+    out_root = Path(out_root)
+    path = out_root / PARAMS_FILE
+    params = json.loads(json.dumps(dict(params)))
+    try:
+        kept = json.loads(path.read_text()) == params
+    except (OSError, ValueError):
+        kept = False
+    if not kept:
+        for partition in partitions:
+            shutil.rmtree(out_root / partition, ignore_errors=True)
+        out_root.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{PARAMS_FILE}.tmp")
+        tmp.write_text(json.dumps(params, indent=2, sort_keys=True))
+        os.replace(tmp, path)
+    return kept
+
+
 def _index_frame(records: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(records, columns=list(INDEX_COLUMNS))
     return frame.astype(INDEX_COLUMNS)
@@ -413,11 +443,20 @@ def crop_dataset(
     ffmpeg cannot read marks its clips ``failed`` (message says why; clips already on disk stay
     ``present``) and the run goes on. `workers` videos are cropped at once (one ffmpeg each,
     single-threaded when workers > 1). Rows follow the table's order; columns
-    :data:`INDEX_COLUMNS`.
+    :data:`INDEX_COLUMNS`. Clips already under `out_root` are reused only when its crop.json
+    records the same parameters (:func:`claim_clips`).
     """
     from tqdm import tqdm
 
     out_root = Path(out_root)
+    params = {
+        "size": int(size),
+        "selection": selection,
+        "train_format": train_format,
+        "keep_aspect": bool(keep_aspect),
+    }
+    partitions = tuple(sorted({"train", "test", *map(str, table["partition"])}))
+    claim_clips(out_root, params, partitions)
     threads = 1 if workers > 1 else None
     by_name: dict[str, dict] = {}
     groups = list(table.groupby("youtube_id", sort=False))

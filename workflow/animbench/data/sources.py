@@ -289,6 +289,7 @@ def _crop_mgif(
 ) -> pd.DataFrame:
     """Extract the archive (safely) and turn its gifs into clips with MTIA's split."""
     from animbench.data.archives import mgif_to_clips, safe_extract
+    from animbench.data.crop import claim_clips
     from animbench.data.video import num_frames
 
     archive = raw / "archive"
@@ -298,6 +299,7 @@ def _crop_mgif(
     if not extracted.is_dir():
         safe_extract(archive, extracted)
     image_format = "jpeg" if options.get("train_format") == "jpeg" else "png"
+    claim_clips(clips_dir, {"train_format": image_format})  # clips of another format are redone
     mgif_to_clips(extracted, clips_dir, train_format=image_format)
     rows = []
     for split in ("train", "test"):

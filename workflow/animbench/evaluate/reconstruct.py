@@ -15,6 +15,8 @@ measures the speed-up over driving one frame at a time.
 Output folder:
     <clip>/0000000.png ...   predicted frames
     .frames/<clip>.parquet   per-frame L1 of a finished clip (lets an interrupted run resume)
+    .frames/record.json      method and checkpoint sha256 the finished clips came from: a run
+                             with another checkpoint redoes every clip
     frames.parquet           video, frame, l1, psnr, ssim, lpips for all clips (written last)
     reconstruct.json         method, checkpoint and its sha256, warnings, counts
 """
@@ -268,6 +270,24 @@ def _mean(frames: pd.DataFrame, column: str) -> float | None:
     return float(frames[column].mean())
 
 
+def _claim_parts(parts_dir: Path, record: dict) -> None:
+    """Keep the finished clips of `parts_dir` only if they came from `record` (method and
+    checkpoint sha256); otherwise drop their tables, so every clip is driven again. The tables
+    go before the new record is written: an interruption between the two leaves nothing stale."""
+    path = parts_dir / "record.json"
+    try:
+        same = json.loads(path.read_text()) == record
+    except (OSError, ValueError):
+        same = False  # none (an older run) or unreadable: nothing proves the clips match
+    if same:
+        return
+    for part in parts_dir.glob("*.parquet"):
+        part.unlink()
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(record))
+    tmp.replace(path)
+
+
 def reconstruct(
     data: str | Path,
     method: str,
@@ -289,6 +309,7 @@ def reconstruct(
     clips = list_clips(Path(data) / "test")
     parts_dir = out / ".frames"
     parts_dir.mkdir(parents=True, exist_ok=True)
+    _claim_parts(parts_dir, {"method": method, "checkpoint_sha256": checkpoint_sha})
     parts: dict[str, pd.DataFrame] = {}
     todo: list[Path] = []
     for clip in clips:

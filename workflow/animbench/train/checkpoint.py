@@ -3,6 +3,7 @@ weights_only=True (no pickled code). Keys:
 
     format            "animbench-checkpoint/1"
     method, preset    the registry name and the fully resolved preset (model/train/dataset params)
+    identity          what a trained run's weights depend on (animbench.train.identity)
     networks          {checkpoint key (generator, kp_detector, ...): state_dict}
     epoch, step       progress when written
     warnings          things a reader of the results must know (e.g. a resume from an older file)

@@ -15,6 +15,9 @@ Run folder:
     grid-latest.png       source | driving | prediction | keypoints | occlusion, every
     grids/                `image_every` steps
     train.json            summary: preset, steps, time, options, warnings, deviations
+    identity.json         what the weights depend on (resolved preset, seed, training clips,
+                          precision; train/identity.py), also in every checkpoint: a rerun under
+                          another one stops with an error naming the keys that differ
 
 A preset's `batch_size` is the paper's global batch, whatever the number of processes. Per
 preset: `clip_grad_norm: {network: max_norm | {max_norm, norm_type}}` (MTIA's kp detector,
@@ -46,7 +49,7 @@ from animbench import __version__
 from animbench.data.datasets import FramePairs
 from animbench.errors import ConfigError
 from animbench.models.registry import build, get_preset
-from animbench.train import checkpoint, pretrained
+from animbench.train import checkpoint, identity, pretrained
 from animbench.train.distributed import Distributed, PairBatchSampler, synchronise_batch_norm
 from animbench.train.logging import RunLogger, training_grid
 from animbench.train.objectives import AVD_OBJECTIVES, OBJECTIVES
@@ -287,7 +290,13 @@ class _Run:
         out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(seed)  # the same initial weights in every process
         self.model = build(self.spec).to(device)
+        # what the weights depend on: a folder trained under another one is never resumed
+        self.identity = identity.run_identity(method, self.spec, seed, data, options.precision)
         self.state, resumed_from = self._load_resumable()
+        if self.state is not None:
+            identity.check_resume(identity.stored_identity(self.state), self.identity, out)
+        if distributed.is_main:
+            identity.write(out, self.identity)
         if self.state is None and hasattr(self.model, "load_pretrained"):
             # pretrained initialisations (MTIA's ImageNet HRNet) at the start of a run only:
             # build() never downloads, and a resume restores the trained weights
@@ -421,6 +430,7 @@ class _Run:
                 {
                     "method": self.method,
                     "preset": self.spec,
+                    "identity": self.identity,
                     "networks": self._weights(),
                     "stage": stage.name,
                     **_flatten(progress),
@@ -584,6 +594,7 @@ class _Run:
                 {
                     "method": self.method,
                     "preset": self.spec,
+                    "identity": self.identity,
                     "networks": self._weights(),
                     **_flatten(progress),
                     "warnings": self.warnings,
