@@ -59,6 +59,7 @@ COLUMNS = [
     "identity_embedder_version",
     "identity_weights_sha256",
     "checkpoint_sha256",
+    "predictions_sha256",
     "warnings",
 ]
 # per-frame columns of frames.parquet beside l1 (image_metrics.FRAME_METRICS), optional
@@ -328,6 +329,7 @@ def video_metrics(
         if isinstance(warnings, str):
             warnings = [warnings]
         checkpoint = info.get("checkpoint_sha256")
+        predictions = info.get("predictions_sha256")  # a submission's folder digest
 
         rows = []
         for gt_clip, name in tqdm(
@@ -377,6 +379,7 @@ def video_metrics(
                 identity_embedder_version=id_prov[1],
                 identity_weights_sha256=id_prov[2],
                 checkpoint_sha256=None if checkpoint is None else str(checkpoint),
+                predictions_sha256=None if predictions is None else str(predictions),
                 warnings="; ".join(str(w) for w in warnings) or None,
             )
             rows.append(row)
