@@ -252,6 +252,11 @@ def checkpoint_arg(wildcards, input):
     )
 
 
+def submission_predictions(wildcards):
+    """A submission's predictions folder for the dataset (config `submissions:`)."""
+    return config["submissions"][wildcards.method]["predictions"][wildcards.dataset]
+
+
 def dataset_value(key):
     return lambda wildcards: DATASETS[wildcards.dataset][key]
 

@@ -4,10 +4,6 @@
 # `reconstruct` writes; the metrics rule then scores it like any method.
 
 
-def submission_predictions(wildcards):
-    return config["submissions"][wildcards.method]["predictions"][wildcards.dataset]
-
-
 rule submission:
     input:
         gt=dataset_clips,
