@@ -222,3 +222,33 @@ def test_workflow_scores_a_submission_beside_the_methods(tmp_path):
     assert not [wc for rule, wc in jobs if rule == "reconstruct" and wc["method"] == "mine"]
     assert "animbench submission" in output and f"--pred {preds}" in output
     assert "results/metrics/synthetic-face/mine.parquet" in output
+
+
+def test_the_workflow_commands_import_then_score(test_split, tmp_path):
+    """`animbench submission` (rule submission) then `animbench metrics` (rule metrics)."""
+    pred = write_predictions(test_split, tmp_path / "pred", brighter)
+    folder, out = tmp_path / "reconstruction" / "mine", tmp_path / "mine.parquet"
+    common = ["--gt", str(test_split), "--pred"]
+    assert main(["submission", *common, str(pred), "--method", "mine", "--out", str(folder)]) == 0
+    assert main(["submission", *common, str(pred), "--method", "mine", "--out", str(folder)]) == 0
+    args = ["--dataset", "synthetic-face", "--method", "mine", "--out", str(out)]
+    assert main(["metrics", *common, str(folder), *args]) == 0
+    df = pd.read_parquet(out)
+    assert df["l1_sum"].sum() / df["n_frames"].sum() == pytest.approx(
+        expected_l1(test_split, brighter), rel=1e-6
+    )
+    assert set(df["predictions_sha256"]) == {folder_digest(pred)}
+    # an import never overwrites a folder it did not write
+    other = tmp_path / "other"
+    (other / "keep").mkdir(parents=True)
+    with pytest.raises(DataError, match="not an earlier import of predictions"):
+        import_submission(test_split, pred, "mine", other)
+    assert (other / "keep").is_dir()
+
+
+def test_two_predictions_of_one_clip_are_refused(test_split, tmp_path):
+    pred = write_predictions(test_split, tmp_path / "pred", brighter)
+    name = clip_name(list_clips(test_split)[0])
+    write_mp4(pred / f"{name}.mp4", read_clip(pred / name))
+    with pytest.raises(DataError, match=f"clip {name} has two predictions"):
+        validate_submission(test_split, pred)
