@@ -46,23 +46,27 @@ def brighter(frames: np.ndarray) -> np.ndarray:
     return np.clip(frames.astype(int) + OFFSET, 0, 255).astype(np.uint8)
 
 
-def write_predictions(gt: Path, out: Path, change, video: bool = False) -> Path:
-    """One prediction per test clip: `change` of its ground truth, PNG folders or mp4."""
+def write_predictions(gt: Path, out: Path, change, video: str | None = None) -> Path:
+    """One prediction per test clip: `change` of its ground truth, PNG folders or `video`
+    files (mp4: h264, lossy; mkv: FFV1, lossless)."""
     for clip in list_clips(gt):
         frames = change(read_clip(clip))
         if video:
-            write_mp4(out / f"{clip_name(clip)}.mp4", frames)
+            write_video(out / f"{clip_name(clip)}.{video}", frames)
         else:
             write_clip(out / clip_name(clip), frames)
     return out
 
 
-def write_mp4(path: Path, frames: np.ndarray) -> None:
+def write_video(path: Path, frames: np.ndarray) -> None:
     import imageio_ffmpeg
 
     path.parent.mkdir(parents=True, exist_ok=True)
     height, width = frames.shape[1:3]
-    writer = imageio_ffmpeg.write_frames(str(path), (width, height), fps=25, quality=8)
+    codec = {"codec": "ffv1", "pix_fmt_out": "bgr0"} if path.suffix == ".mkv" else {}
+    writer = imageio_ffmpeg.write_frames(
+        str(path), (width, height), fps=25, quality=8, macro_block_size=1, **codec
+    )
     writer.send(None)
     for frame in frames:
         writer.send(np.ascontiguousarray(frame))
@@ -157,7 +161,7 @@ def test_a_wrong_frame_size_names_the_clip(test_split, tmp_path):
 
 
 def test_lossy_mp4_is_scored_with_a_warning_in_the_table_note(test_split, tmp_path):
-    pred = write_predictions(test_split, tmp_path / "pred", brighter, video=True)
+    pred = write_predictions(test_split, tmp_path / "pred", brighter, video="mp4")
     metrics = tmp_path / "metrics" / "mine.parquet"
     df = evaluate_submission(test_split, pred, metrics, method="mine", dataset="synthetic-face")
     l1 = df["l1_sum"].sum() / df["n_frames"].sum()
@@ -249,6 +253,16 @@ def test_the_workflow_commands_import_then_score(test_split, tmp_path):
 def test_two_predictions_of_one_clip_are_refused(test_split, tmp_path):
     pred = write_predictions(test_split, tmp_path / "pred", brighter)
     name = clip_name(list_clips(test_split)[0])
-    write_mp4(pred / f"{name}.mp4", read_clip(pred / name))
+    write_video(pred / f"{name}.mp4", read_clip(pred / name))
     with pytest.raises(DataError, match=f"clip {name} has two predictions"):
         validate_submission(test_split, pred)
+
+
+def test_a_lossless_video_codec_is_exact_and_not_warned(test_split, tmp_path):
+    pred = write_predictions(test_split, tmp_path / "pred", brighter, video="mkv")
+    folder = tmp_path / "imported"
+    import_submission(test_split, pred, "mine", folder)
+    record = json.loads((folder / "reconstruct.json").read_text())
+    assert record["formats"] == ["video/ffv1"] and record["lossy"] is False
+    assert record["warnings"] == []
+    assert record["l1"] == pytest.approx(expected_l1(test_split, brighter), rel=1e-6)

@@ -93,7 +93,7 @@ def _video_codec(path: Path) -> str:
         raise DataError(f"{path}: unreadable video ({type(exc).__name__}: {exc})") from exc
     finally:
         reader.close()
-    return str(meta.get("codec") or "unknown")
+    return str(meta.get("codec") or "unknown").rstrip(",")  # ffmpeg's "ffv1, bgr0, ..."
 
 
 def clip_shape(clip: Path) -> tuple[int, int, int]:
