@@ -4,7 +4,12 @@ import re
 import shlex
 import sys
 
-from animbench.config import paper_table_runs, paper_table_spec, table2_spec
+from animbench.config import (
+    paper_table_runs,
+    paper_table_spec,
+    submission_runs,
+    table2_spec,
+)
 
 RESULTS = config["results"]
 DATASETS = config["datasets"]
@@ -13,6 +18,7 @@ SYNTHETIC_DATASETS = [n for n, d in DATASETS.items() if d["source"] == "syntheti
 REAL_DATASETS = [n for n, d in DATASETS.items() if d["source"] != "synthetic"]
 TRAINED_METHODS = list(config["methods"])
 BASELINES = list(BENCHMARK["baselines"])
+SUBMISSIONS = list(config.get("submissions", {}))  # predictions made elsewhere
 PAPER_TABLES = list(config["paper_tables"])
 # pinned files a real dataset may declare: file name under results/data/<dataset>/ -> config key
 PINNED_FILES = {"metadata.csv": "metadata", "test_list.txt": "test_list"}
@@ -25,7 +31,7 @@ def alternatives(names):
 
 wildcard_constraints:
     dataset=alternatives(DATASETS),
-    method=alternatives(TRAINED_METHODS + BASELINES),
+    method=alternatives(TRAINED_METHODS + BASELINES + SUBMISSIONS),
 
 
 def res(path):
@@ -66,6 +72,7 @@ def resource_override_error():
     (a typo would silently keep the defaults); None when every override has its job."""
     trained = {m: set(entry["presets"]) for m, entry in config["methods"].items()}
     evaluated = {**trained, **{name: set(DATASETS) for name in BASELINES}}
+    evaluated |= {n: set(e["predictions"]) for n, e in config["submissions"].items()}
     jobs = {"train": trained, "reconstruct": evaluated, "metrics": evaluated}
     for rule, entry in config["resources"].items():
         where = f"config key 'resources.{rule}"
@@ -247,6 +254,11 @@ def checkpoint_arg(wildcards, input):
     )
 
 
+def submission_predictions(wildcards):
+    """A submission's predictions folder for the dataset (config `submissions:`)."""
+    return config["submissions"][wildcards.method]["predictions"][wildcards.dataset]
+
+
 def dataset_value(key):
     return lambda wildcards: DATASETS[wildcards.dataset][key]
 
@@ -259,11 +271,13 @@ def mkr_flag(wildcards):
 
 
 def benchmark_metrics(wildcards):
+    """Every benchmark method and baseline on every benchmark dataset, and each submission on
+    the benchmark datasets it has predictions for."""
     return expand(
         res("metrics/{dataset}/{method}.parquet"),
         dataset=BENCHMARK["datasets"],
         method=BENCHMARK["methods"] + BASELINES,
-    )
+    ) + [res(f"metrics/{d}/{m}.parquet") for d, m in submission_runs(config)]
 
 
 def benchmark_spec(wildcards):

@@ -129,6 +129,35 @@ def _cmd_metrics(args: argparse.Namespace) -> None:
     )
 
 
+def _cmd_submission(args: argparse.Namespace) -> None:
+    from animbench.evaluate.submissions import import_submission
+
+    import_submission(args.gt, args.pred, args.method, args.out, args.device)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from animbench.evaluate.submissions import evaluate_submission, summary_lines
+
+    _apply_weight_pins(args)
+    df = evaluate_submission(
+        gt=args.gt,
+        pred=args.pred,
+        out=args.out,
+        method=args.method or Path(args.pred).resolve().name,
+        dataset=args.dataset,
+        keypoints=args.keypoints,
+        identity=args.identity,
+        with_mkr=args.mkr,
+        reconstruction=args.reconstruction,
+        device=args.device,
+    )
+    for line in summary_lines(df):
+        print(line)
+    print(f"wrote {args.out}")
+
+
 def _cmd_table(args: argparse.Namespace) -> None:
     from animbench import tables
 
@@ -293,6 +322,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--weight-pins", type=_json, default={}, help=WEIGHT_PINS_HELP)
     p.set_defaults(func=_cmd_metrics)
+
+    p = sub.add_parser(
+        "evaluate",
+        parents=[compute],
+        help="score predictions made elsewhere: one mp4 or frame folder per test clip",
+    )
+    p.add_argument("--gt", required=True, help="ground-truth test split folder")
+    p.add_argument("--pred", required=True, help="predictions folder, clips named as in --gt")
+    p.add_argument("--out", required=True, help="per-video metrics to write (Parquet)")
+    p.add_argument("--method", default=None, help="row label (default: the folder's name)")
+    p.add_argument("--dataset", default="custom", help="dataset name in the metrics rows")
+    p.add_argument("--keypoints", default="none", help="keypoint detector backend")
+    p.add_argument("--identity", default="none", help="identity embedder backend")
+    p.add_argument("--mkr", action="store_true", help="also compute MKR (body datasets)")
+    p.add_argument(
+        "--reconstruction", default=None, help="keep the imported PNG clips here (default: not)"
+    )
+    p.add_argument("--device", default="cpu", help="device of PSNR/SSIM/LPIPS")
+    p.add_argument("--weight-pins", type=_json, default={}, help=WEIGHT_PINS_HELP)
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser(
+        "submission", parents=[compute], help="import predictions in reconstruct's layout"
+    )
+    p.add_argument("--gt", required=True, help="ground-truth test split folder")
+    p.add_argument("--pred", required=True, help="predictions folder, clips named as in --gt")
+    p.add_argument("--method", required=True)
+    p.add_argument("--out", required=True, help="reconstruction folder to write")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_submission)
 
     p = sub.add_parser("table", help="gather a results table (Parquet)")
     p.add_argument(

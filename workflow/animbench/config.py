@@ -268,6 +268,7 @@ def validate_config(config: Mapping) -> dict:
     _check_references(out)
     _check_presets(out)
     _check_paper_tables(out)
+    _check_submissions(out)
     _check_weights(out)
     return out
 
@@ -364,6 +365,32 @@ def _check_presets(config: dict) -> None:
             )
 
 
+def _check_submissions(config: dict) -> None:
+    """A submission is neither a methods entry nor a baseline, and names defined datasets."""
+    reserved = set(config["methods"]) | set(config["benchmark"].get("baselines", []))
+    for name, entry in config.get("submissions", {}).items():
+        if name in reserved:
+            raise _fail(["submissions", name], f"'{name}' is already a method or baseline")
+        for dataset in entry["predictions"]:
+            if dataset not in config["datasets"]:
+                known = ", ".join(sorted(config["datasets"])) or "none"
+                raise _fail(
+                    ["submissions", name, "predictions", dataset],
+                    f"unknown dataset '{dataset}' (defined: {known})",
+                )
+
+
+def submission_runs(config: Mapping) -> list[tuple[str, str]]:
+    """(dataset, submission) pairs table2 reads: each benchmark dataset a submission has
+    predictions for."""
+    return [
+        (dataset, name)
+        for name, entry in config.get("submissions", {}).items()
+        for dataset in config["benchmark"]["datasets"]
+        if dataset in entry["predictions"]
+    ]
+
+
 def _check_weights(config: dict) -> None:
     from animbench.weights import WEIGHTS
 
@@ -403,6 +430,10 @@ def table2_spec(config: Mapping) -> dict:
         "methods": list(bench["methods"]),
         "baselines": list(bench.get("baselines", [])),
         "entries": {m: _entry(config, m) for m in bench["methods"]},
+        "submissions": {
+            name: {"name": entry.get("name"), "datasets": sorted(entry["predictions"])}
+            for name, entry in config.get("submissions", {}).items()
+        },
         "config_hash": config_hash(config),
     }
 

@@ -36,6 +36,7 @@ from animbench.models.registry import METHOD_NAMES, PLANNED, is_implemented
 # reconstruct.json and each detector's name, version and weights sha256 from the detector)
 PROVENANCE_COLUMNS = (
     "checkpoint_sha256",
+    "predictions_sha256",  # a submission's folder digest (evaluate/submissions.py)
     "keypoint_detector",
     "keypoint_detector_version",
     "keypoint_weights_sha256",
@@ -274,7 +275,12 @@ def _detector_label(group: pd.DataFrame, prefix: str) -> str | None:
 def _missing_provenance(row: dict[str, Any], metric: str, baseline: bool) -> list[str]:
     """Notes naming the provenance a measured row lacks, and why it can be absent."""
     notes = []
-    if row.get("checkpoint_sha256") is None:
+    if row.get("checkpoint_sha256") is None and row.get("predictions_sha256"):
+        notes.append(
+            "predictions made elsewhere, no checkpoint: the predictions folder's sha256 is "
+            + str(row["predictions_sha256"])[:12]
+        )
+    elif row.get("checkpoint_sha256") is None:
         notes.append(
             "no checkpoint (a baseline without a model)"
             if baseline
@@ -389,6 +395,18 @@ def _unmeasured(
         notes.append(f"no metrics file for {dataset}/{method} was given")
 
 
+def _unsubmitted(
+    row: dict, notes: list[str], submitted: bool, label: str, dataset: str, method: str
+) -> None:
+    """Status and note of a submission's row without a measurement."""
+    if submitted:
+        row["status"] = "missing"
+        notes.append(f"no metrics file for {dataset}/{method} was given")
+    else:
+        row["status"] = "not run"
+        notes.append(f"submission {label} has no predictions for {dataset}")
+
+
 def _finish_row(
     row: dict, notes: list[str], metric: str, label: str, paper_name, paper_value: float
 ) -> None:
@@ -407,8 +425,9 @@ def write_table2(metrics: Sequence[str | Path], spec: dict, out: str | Path) -> 
     dataset's metrics, then PSNR, SSIM and LPIPS where the dataset's metrics files have them.
     Dataset and method come from the metrics rows, not the file names.
     `spec` = {"datasets": {name: {"paper_name": str|None, "metrics": [...]}}, "methods": [...],
-    "baselines": [...], "entries": {method: its config `methods` entry}, "config_hash": str};
-    an entry gives a variant key its row label (`name`) and model (from its presets).
+    "baselines": [...], "entries": {method: its config `methods` entry}, "submissions": {key:
+    {"name", "datasets"}}, "config_hash": str}; an entry gives a variant key its row label
+    (`name`) and model (from its presets); a submission (predictions made elsewhere) its label.
     """
     datasets = spec.get("datasets")
     if not isinstance(datasets, dict) or not datasets:
@@ -416,10 +435,15 @@ def write_table2(metrics: Sequence[str | Path], spec: dict, out: str | Path) -> 
     run_methods = list(spec.get("methods") or [])
     baselines = list(spec.get("baselines") or [])
     entries = dict(spec.get("entries") or {})
+    submissions = dict(spec.get("submissions") or {})  # {key: {"name", "datasets"}}
     df = _read_metrics(metrics)
     groups = _groups(df)
     measured_methods = [m for _, m in groups]
-    methods = list(dict.fromkeys(TABLE2_METHODS + run_methods + baselines + measured_methods))
+    methods = list(
+        dict.fromkeys(
+            TABLE2_METHODS + run_methods + baselines + list(submissions) + measured_methods
+        )
+    )
     paper = _paper_lookup(MTIA, "table2")
     prov = _provenance(spec.get("config_hash"))
 
@@ -431,7 +455,7 @@ def write_table2(metrics: Sequence[str | Path], spec: dict, out: str | Path) -> 
         _check_metrics("table2", dataset, wanted)
         wanted += [m for m in _extras(groups, dataset) if m not in wanted]
         for method in methods:
-            display = display_name(method, entries.get(method))
+            display = display_name(method, entries.get(method) or submissions.get(method))
             group = groups.get((dataset, method))
             agg = aggregate(group) if group is not None else {}
             for metric in wanted:
@@ -443,9 +467,13 @@ def write_table2(metrics: Sequence[str | Path], spec: dict, out: str | Path) -> 
                 if not _measure(
                     row, group, agg, metric, paper_name, notes, baseline=method in baselines
                 ):
-                    model = entry_model(method, entries.get(method), dataset)
-                    in_run = method in run_methods + baselines
-                    _unmeasured(row, notes, model, in_run, display, dataset, method)
+                    if method in submissions:
+                        submitted = dataset in (submissions[method].get("datasets") or [])
+                        _unsubmitted(row, notes, submitted, display, dataset, method)
+                    else:
+                        model = entry_model(method, entries.get(method), dataset)
+                        in_run = method in run_methods + baselines
+                        _unmeasured(row, notes, model, in_run, display, dataset, method)
                 _finish_row(row, notes, metric, display, paper_name, paper_value)
                 rows.append(row)
     return _finish(rows, out)

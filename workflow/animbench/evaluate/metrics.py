@@ -59,6 +59,7 @@ COLUMNS = [
     "identity_embedder_version",
     "identity_weights_sha256",
     "checkpoint_sha256",
+    "predictions_sha256",
     "warnings",
     "deviations",  # how the checkpoint's training left its preset (random weights): "deviates"
 ]
@@ -330,6 +331,7 @@ def video_metrics(
             warnings = [warnings]
         checkpoint = info.get("checkpoint_sha256")
         deviations = info.get("deviations") or []
+        predictions = info.get("predictions_sha256")  # a submission's folder digest
 
         rows = []
         for gt_clip, name in tqdm(
@@ -379,6 +381,7 @@ def video_metrics(
                 identity_embedder_version=id_prov[1],
                 identity_weights_sha256=id_prov[2],
                 checkpoint_sha256=None if checkpoint is None else str(checkpoint),
+                predictions_sha256=None if predictions is None else str(predictions),
                 warnings="; ".join(str(w) for w in warnings) or None,
                 deviations="; ".join(str(d) for d in deviations) or None,
             )
