@@ -31,6 +31,7 @@ from animbench.evaluate.flops import network_flops
 from animbench.evaluate.metrics import aggregate, typed_frame, write_parquet_atomic
 from animbench.models import registry
 from animbench.models.registry import METHOD_NAMES, PLANNED, is_implemented
+from animbench.stats import metric_ci
 
 # provenance columns copied from the metrics files (which copy the checkpoint's sha256 from
 # reconstruct.json and each detector's name, version and weights sha256 from the detector)
@@ -54,6 +55,10 @@ COLUMNS = [
     "value",
     "paper_value",
     "delta",
+    "ci_low",
+    "ci_high",
+    "n_seeds",
+    "seed_std",
     "n_videos",
     "n_frames",
     "status",
@@ -65,8 +70,8 @@ COLUMNS = [
     "animbench_version",
     "created",
 ]
-FLOAT_COLUMNS = ["value", "paper_value", "delta"]
-INT_COLUMNS = ["n_videos", "n_frames"]
+FLOAT_COLUMNS = ["value", "paper_value", "delta", "ci_low", "ci_high", "seed_std"]
+INT_COLUMNS = ["n_seeds", "n_videos", "n_frames"]
 METRICS = ("L1", "AKD", "MKR", "AED")  # the papers' column order
 # Per-frame image metrics the papers do not report (evaluate/image_metrics.py): a dataset's
 # table rows get all three, after the papers' metrics, once any of its metrics files has one.
@@ -324,6 +329,8 @@ def _measure(
     if metric in agg:
         value, n_videos, n_frames = agg[metric]
         row.update(value=value, n_videos=n_videos, n_frames=n_frames)
+        row["ci_low"], row["ci_high"] = metric_ci(group, metric)
+        row.update(n_seeds=1, seed_std=np.nan)  # one training seed per run
         row["status"] = "measured"
         row["delta"] = value - row["paper_value"]
         if metric not in ("L1", *EXTRA_METRICS) and paper_name:

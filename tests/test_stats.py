@@ -1,0 +1,143 @@
+"""Bootstrap intervals over test videos and paired comparisons of methods (animbench.stats)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from animbench import stats, tables
+from animbench.evaluate.metrics import COLUMNS as METRIC_COLUMNS
+from animbench.evaluate.metrics import write_parquet_atomic
+
+
+def metrics_frame(dataset: str, method: str, l1: list[float], frames: list[int]) -> pd.DataFrame:
+    """Per-video metrics rows with the given per-video L1 means and frame counts."""
+    rows = [
+        {
+            "dataset": dataset,
+            "method": method,
+            "video": f"v{i}",
+            "n_frames": n,
+            "l1_sum": value * n,
+            "checkpoint_sha256": "cd" * 32,
+        }
+        for i, (value, n) in enumerate(zip(l1, frames))
+    ]
+    return pd.DataFrame(rows, columns=METRIC_COLUMNS)
+
+
+def test_identical_videos_give_a_zero_width_interval():
+    low, high = stats.bootstrap_ci([0.25 * 4, 0.25 * 8, 0.25 * 2], [4, 8, 2])
+    assert low == pytest.approx(0.25, abs=1e-12) and high == pytest.approx(0.25, abs=1e-12)
+
+
+def test_hand_computed_interval_is_frame_weighted():
+    # video A: mean 2 over 1 frame, video B: mean 0 over 3 frames. Resamples of two videos:
+    # AA -> 2 (p 1/4), AB/BA -> 2/4 = 0.5 (p 1/2), BB -> 0 (p 1/4): the 2.5% and 97.5%
+    # percentiles are 0 and 2, around the frame-weighted value 0.5 (not the video mean 1)
+    low, high = stats.bootstrap_ci([2.0, 0.0], [1, 3])
+    assert (low, high) == (0.0, 2.0)
+    # three videos of one frame, values 0, 1, 2: P(all 0) = 1/27 > 2.5%, so [0, 2]
+    assert stats.bootstrap_ci([0.0, 1.0, 2.0], [1, 1, 1]) == (0.0, 2.0)
+
+
+def test_interval_is_reproducible_and_needs_two_videos():
+    rng = np.random.default_rng(5)
+    sums, counts = rng.uniform(0, 1, 40), rng.integers(1, 9, 40)
+    first, second = stats.bootstrap_ci(sums, counts), stats.bootstrap_ci(sums, counts)
+    assert first == second and first[0] < sums.sum() / counts.sum() < first[1]
+    assert all(math.isnan(v) for v in stats.bootstrap_ci([1.0], [2]))
+    with pytest.raises(ValueError):
+        stats.bootstrap_ci([1.0, 2.0], [1])
+
+
+def test_paired_test_detects_a_planted_difference():
+    rng = np.random.default_rng(0)
+    videos = [f"v{i}" for i in range(20)]
+    a = pd.Series(rng.uniform(0.03, 0.08, 20), index=videos)
+    b = a + 0.01 + rng.normal(0, 0.002, 20)  # b is worse by 0.01 on every video
+    result = stats.paired_comparison(a, b)
+    assert result["n_videos"] == 20 and result["mean_diff"] == pytest.approx(-0.01, abs=2e-3)
+    assert result["ci_high"] < 0 and result["p_value"] < 0.001
+
+
+def test_paired_test_exact_p_value():
+    # 10 videos all better by the same amount: of the 2**10 sign flips only "all +" and
+    # "all −" are as extreme, so the exact two-sided p-value is 2 / 1024
+    a = pd.Series(np.linspace(0.1, 0.2, 10), index=[f"v{i}" for i in range(10)])
+    result = stats.paired_comparison(a, a + 0.05)
+    assert result["p_value"] == pytest.approx(2 / 1024)
+
+
+def test_paired_test_does_not_flag_identical_methods():
+    a = pd.Series([0.1, 0.3, 0.2, 0.5], index=["w", "x", "y", "z"])
+    result = stats.paired_comparison(a, a.sample(frac=1, random_state=1))  # same, reordered
+    assert result["mean_diff"] == 0 and result["p_value"] == 1.0
+    assert result["ci_low"] == 0 and result["ci_high"] == 0
+    # only shared videos are compared; none shared: nothing to compare
+    one = stats.paired_comparison(a, pd.Series([9.0], index=["x"]))
+    assert one["n_videos"] == 1 and one["mean_diff"] == pytest.approx(-8.7)
+    assert math.isnan(one["p_value"]) and math.isnan(one["ci_low"])
+    empty = stats.paired_comparison(a, pd.Series([9.0], index=["q"]))
+    assert empty["n_videos"] == 0 and math.isnan(empty["p_value"])
+
+
+def test_pairs_table_every_pair_per_dataset_and_metric(tmp_path):
+    frames = [8, 8, 8, 8, 8, 8]
+    base = [0.05, 0.06, 0.04, 0.07, 0.05, 0.06]
+    paths = [
+        write_parquet_atomic(metrics_frame("d", "fomm", base, frames), tmp_path / "a.parquet"),
+        write_parquet_atomic(
+            metrics_frame("d", "mraa", [v + 0.02 for v in base], frames), tmp_path / "b.parquet"
+        ),
+        write_parquet_atomic(
+            metrics_frame("d", "source-copy", base, frames), tmp_path / "c.parquet"
+        ),
+    ]
+    out = tmp_path / "pairs.parquet"
+    table = stats.write_pairs(paths, {"config_hash": "cafe"}, out)
+    back = pd.read_parquet(out)
+    assert list(back.columns) == stats.PAIR_COLUMNS and len(back) == 3  # L1 only: 3 pairs
+    pairs = {(r.key_a, r.key_b): r for r in back.itertuples()}
+    assert set(pairs) == {("fomm", "mraa"), ("fomm", "source-copy"), ("mraa", "source-copy")}
+    planted = pairs[("fomm", "mraa")]
+    assert planted.method_a == "FOMM" and planted.method_b == "MRAA" and planted.metric == "L1"
+    assert planted.mean_diff == pytest.approx(-0.02) and planted.n_videos == 6
+    assert planted.p_value == pytest.approx(2 / 64)  # exact: all six videos agree
+    same = pairs[("fomm", "source-copy")]
+    assert same.mean_diff == pytest.approx(0, abs=1e-12) and same.p_value == 1.0
+    assert back["config_hash"].eq("cafe").all()
+    pd.testing.assert_frame_equal(back, stats.write_pairs(paths, {"config_hash": "cafe"}, out))
+    assert len(table) == 3
+
+
+def test_table2_rows_carry_intervals_and_seed_columns(tmp_path, monkeypatch):
+    monkeypatch.setattr(tables, "is_implemented", lambda m: True)
+    paths = [
+        write_parquet_atomic(
+            metrics_frame("d", "fomm", [0.05, 0.07, 0.02, 0.09], [4, 8, 6, 2]),
+            tmp_path / "a.parquet",
+        ),
+        write_parquet_atomic(
+            metrics_frame("d", "mraa", [0.04] * 3, [5, 9, 3]), tmp_path / "b.parquet"
+        ),
+        write_parquet_atomic(metrics_frame("d", "mtia", [0.03], [5]), tmp_path / "c.parquet"),
+    ]
+    spec = {"datasets": {"d": {"paper_name": None, "metrics": ["L1"]}}, "methods": ["fomm"]}
+    table = tables.write_table2(paths, spec, tmp_path / "t.parquet")
+    assert {"ci_low", "ci_high", "n_seeds", "seed_std"} <= set(table.columns)
+    rows = table.set_index("method")
+    fomm = rows.loc["FOMM"]
+    assert fomm["ci_low"] < fomm["value"] < fomm["ci_high"]
+    assert (fomm["ci_low"], fomm["ci_high"]) == stats.bootstrap_ci(
+        [0.05 * 4, 0.07 * 8, 0.02 * 6, 0.09 * 2], [4, 8, 6, 2]
+    )
+    assert fomm["n_seeds"] == 1 and math.isnan(fomm["seed_std"])
+    mraa = rows.loc["MRAA"]  # identical videos: a zero-width interval at the value
+    assert mraa["ci_low"] == pytest.approx(0.04) and mraa["ci_high"] == pytest.approx(0.04)
+    assert math.isnan(rows.loc["MTIA", "ci_low"])  # one video: no interval
+    again = tables.write_table2(paths, spec, tmp_path / "t2.parquet")
+    assert again["ci_low"].equals(table["ci_low"]) and again["ci_high"].equals(table["ci_high"])
