@@ -44,6 +44,7 @@ rule all:
     input:
         table1=res("table1.parquet"),
         table2=res("table2.parquet"),
+        pairs=res("pairs.parquet"),
         report=res("report.html"),
 
 

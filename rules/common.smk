@@ -289,7 +289,7 @@ def report_inputs(wildcards):
     """What the report shows: tables, trained models (a run's log.csv, no declared
     output, is finished with its model), reconstructions and dataset indices."""
     datasets, methods = BENCHMARK["datasets"], BENCHMARK["methods"]
-    inputs = [res("table1.parquet"), res("table2.parquet")]
+    inputs = [res("table1.parquet"), res("table2.parquet"), res("pairs.parquet")]
     for dataset in datasets:
         if dataset in SYNTHETIC_DATASETS:
             inputs.append(res(f"data/{dataset}/clips"))

@@ -21,6 +21,28 @@ rule table2:
         " > {log:q} 2>&1"
 
 
+# Every pair of methods per (dataset, metric) on the same test videos: mean difference, its
+# bootstrap interval and a paired permutation test's p-value (animbench.stats).
+rule pairs:
+    input:
+        benchmark_metrics,
+    output:
+        res("pairs.parquet"),
+    log:
+        res("logs/pairs.log"),
+    conda:
+        "../envs/eval.yaml"
+    threads: rule_resource("table", "threads")
+    resources:
+        mem_mb=rule_resource("table", "mem_mb"),
+        runtime=rule_resource("table", "runtime"),
+    params:
+        spec=benchmark_spec,
+    shell:
+        "animbench table pairs --metrics {input:q} --spec {params.spec:q} --out {output:q}"
+        " > {log:q} 2>&1"
+
+
 rule table1:
     output:
         res("table1.parquet"),

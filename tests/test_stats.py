@@ -141,3 +141,36 @@ def test_table2_rows_carry_intervals_and_seed_columns(tmp_path, monkeypatch):
     assert math.isnan(rows.loc["MTIA", "ci_low"])  # one video: no interval
     again = tables.write_table2(paths, spec, tmp_path / "t2.parquet")
     assert again["ci_low"].equals(table["ci_low"]) and again["ci_high"].equals(table["ci_high"])
+
+
+def test_cli_writes_pairs(tmp_path):
+    from animbench.cli import main
+
+    a = write_parquet_atomic(metrics_frame("d", "fomm", [0.1, 0.2], [3, 3]), tmp_path / "a.pq")
+    b = write_parquet_atomic(metrics_frame("d", "mraa", [0.2, 0.3], [3, 3]), tmp_path / "b.pq")
+    out = tmp_path / "pairs.parquet"
+    args = ["table", "pairs", "--metrics", str(a), str(b), "--out", str(out)]
+    assert main([*args, "--spec", '{"config_hash": "beef"}']) in (0, None)
+    back = pd.read_parquet(out)
+    assert len(back) == 1 and back.loc[0, "mean_diff"] == pytest.approx(-0.1)
+    assert back.loc[0, "config_hash"] == "beef"
+
+
+def test_workflow_plans_pairs_from_the_metrics_files():
+    from test_workflow import of_rule, plan
+
+    jobs, out = plan("results/pairs.parquet", "--profile", "profiles/ci", "-p")
+    assert [rule for rule, _ in jobs].count("pairs") == 1
+    evaluated = {
+        (d, m)
+        for d in ("synthetic-face", "synthetic-body")
+        for m in ("fomm", "mraa", "mtia", "tpsmm", "source-copy")
+    }
+    assert of_rule(jobs, "metrics", "dataset", "method") == evaluated
+    shell = next(line for line in out.splitlines() if "animbench table pairs" in line)
+    for dataset, method in evaluated:
+        assert f"results/metrics/{dataset}/{method}.parquet" in shell
+    # the report (and so the default target) shows the comparisons
+    assert "pairs" in [
+        rule for rule, _ in plan("results/report.html", "--profile", "profiles/ci")[0]
+    ]

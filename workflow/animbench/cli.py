@@ -132,6 +132,10 @@ def _cmd_table(args: argparse.Namespace) -> None:
     elif args.table == "paper":
         spec = {**args.spec, "name": args.name} if args.name else args.spec
         tables.write_paper_table(metrics=args.metrics, spec=spec, out=args.out)
+    elif args.table == "pairs":
+        from animbench.stats import write_pairs
+
+        write_pairs(metrics=args.metrics, spec=args.spec, out=args.out)
     else:
         tables.write_table2(metrics=args.metrics, spec=args.spec, out=args.out)
 
@@ -281,7 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("table", help="gather a results table (Parquet)")
     p.add_argument(
-        "table", choices=["table1", "table2", "paper"], help="paper = a config paper_tables entry"
+        "table",
+        choices=["table1", "table2", "paper", "pairs"],
+        help="paper = a config paper_tables entry; pairs = paired comparisons of methods",
     )
     p.add_argument("--name", default=None, help="paper: the paper_tables key (in messages)")
     p.add_argument("--metrics", nargs="*", default=[])
