@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -174,3 +175,54 @@ def test_workflow_plans_pairs_from_the_metrics_files():
     assert "pairs" in [
         rule for rule, _ in plan("results/report.html", "--profile", "profiles/ci")[0]
     ]
+
+
+def test_bar_chart_draws_error_bars_covering_the_interval():
+    from animbench.report import svg_bar_chart
+
+    chart = svg_bar_chart(
+        "L1",
+        ["FOMM", "MRAA"],
+        {"measured": [1.0, 2.0], "paper": [1.5, math.nan]},
+        intervals={"measured": [(0.8, 1.3), (math.nan, math.nan)]},
+    )
+    bars = re.findall(r'class="error-bar" d="([^"]*)"', chart)
+    assert len(bars) == 1  # MRAA has no interval, the paper's bars never do
+    assert "95% CI 0.8 to 1.3" in chart
+    # the whisker spans y(1.3)..y(0.8) on the chart's scale: ticks 0..2 over 138 px from y=34
+    y = {v: f"{34 + 138 * (2 - v) / 2:.1f}" for v in (0.8, 1.3)}
+    assert f",{y[0.8]}H" in bars[0] and f"V{y[1.3]}" in bars[0]
+    # an interval above every bar widens the axis to show it
+    tall = svg_bar_chart("t", ["a"], {"measured": [1.0]}, intervals={"measured": [(0.5, 7.0)]})
+    assert ">8<" in tall  # ticks 0, 2, ..., 8
+
+
+def test_report_shows_intervals_and_pairs(tmp_path):
+    from animbench.report import build_report
+
+    frames = [8] * 6
+    base = [0.05, 0.06, 0.04, 0.07, 0.05, 0.06]
+    paths = [
+        write_parquet_atomic(metrics_frame("d", "fomm", base, frames), tmp_path / "a.parquet"),
+        write_parquet_atomic(
+            metrics_frame("d", "mraa", [v + 0.02 for v in base], frames), tmp_path / "b.parquet"
+        ),
+    ]
+    results = tmp_path / "results"
+    spec = {"datasets": {"d": {"paper_name": None, "metrics": ["L1"]}}, "methods": ["fomm"]}
+    table = tables.write_table2(paths, spec, results / "table2.parquet")
+    stats.write_pairs(paths, spec, results / "pairs.parquet")
+    page = build_report(results, None, results / "report.html").read_text(encoding="utf-8")
+    assert "<th>ci_low</th><th>ci_high</th>" in page and "<th>n_seeds</th>" not in page
+    fomm = table[table["method"] == "FOMM"].iloc[0]
+    assert f"95% CI {fomm['ci_low']:.4g} to {fomm['ci_high']:.4g}" in page
+    assert page.count('class="error-bar"') == 2  # FOMM and MRAA measured
+    section = page.split('id="pairs"')[1]
+    assert "<th>mean_diff</th>" in section and "<th>p_value</th>" in section
+    # p = 2/64 (all six videos agree) < 0.05: the pair is shown in bold
+    assert section.count('<tr class="significant">') == 1
+    assert "0.03125" in section and "-0.02" in section
+    # without pairs.parquet: a note, not a crash
+    (results / "pairs.parquet").unlink()
+    page = build_report(results, None, results / "report.html").read_text(encoding="utf-8")
+    assert "pairs: not produced yet" in page
