@@ -226,3 +226,44 @@ def test_report_shows_intervals_and_pairs(tmp_path):
     (results / "pairs.parquet").unlink()
     page = build_report(results, None, results / "report.html").read_text(encoding="utf-8")
     assert "pairs: not produced yet" in page
+
+
+def test_table2_mean_and_std_over_seeds(tmp_path, monkeypatch):
+    monkeypatch.setattr(tables, "is_implemented", lambda m: True)
+    frames = [4, 4, 4]
+
+    def files(seed_values: dict[str, list[float]], name: str) -> list:
+        out = []
+        for method, values in seed_values.items():
+            path = tmp_path / name / f"{method}.parquet"
+            out.append(write_parquet_atomic(metrics_frame("d", method, values, frames), path))
+        return out
+
+    first = files({"fomm": [0.1, 0.1, 0.1], "source-copy": [0.3, 0.3, 0.3]}, "s0")
+    seed_metrics = {
+        "1": files({"fomm": [0.2, 0.2, 0.2]}, "s1"),
+        "2": files({"fomm": [0.3, 0.3, 0.3]}, "s2"),
+    }
+    spec = {
+        "datasets": {"d": {"paper_name": None, "metrics": ["L1"]}},
+        "methods": ["fomm"],
+        "baselines": ["source-copy"],
+    }
+    out = tmp_path / "t.parquet"
+    table = tables.write_table2(first, spec, out, seed_metrics=seed_metrics, seed=0)
+    fomm = table[table["method"] == "FOMM"].iloc[0]
+    assert fomm["value"] == pytest.approx(0.2) and fomm["n_seeds"] == 3
+    assert fomm["seed_std"] == pytest.approx(0.1)  # std of 0.1, 0.2, 0.3 (ddof 1)
+    assert (fomm["n_videos"], fomm["n_frames"]) == (3, 12)  # one seed's videos
+    assert "over 3 training seeds (seed 0: 0.1, seed 1: 0.2, seed 2: 0.3)" in fomm["note"]
+    # each video pooled over the seeds has the mean 0.2: a zero-width interval
+    assert fomm["ci_low"] == pytest.approx(0.2) and fomm["ci_high"] == pytest.approx(0.2)
+    copy = table[table["method"] == "Source copy"].iloc[0]  # a baseline has one seed
+    assert copy["n_seeds"] == 1 and math.isnan(copy["seed_std"])
+    # pairs compare the seed-pooled per-video values
+    pairs = stats.write_pairs(first, spec, tmp_path / "p.parquet", seed_metrics=seed_metrics)
+    assert pairs.loc[0, "mean_diff"] == pytest.approx(0.2 - 0.3)
+    # one seed: the table is the single-seed table
+    single = tables.write_table2(first, spec, tmp_path / "one.parquet")
+    assert single.loc[single["method"] == "FOMM", "value"].iloc[0] == pytest.approx(0.1)
+    assert single["n_seeds"].dropna().eq(1).all()

@@ -135,9 +135,11 @@ def _cmd_table(args: argparse.Namespace) -> None:
     elif args.table == "pairs":
         from animbench.stats import write_pairs
 
-        write_pairs(metrics=args.metrics, spec=args.spec, out=args.out)
+        write_pairs(args.metrics, args.spec, args.out, seed_metrics=args.seed_metrics)
     else:
-        tables.write_table2(metrics=args.metrics, spec=args.spec, out=args.out)
+        tables.write_table2(
+            args.metrics, args.spec, args.out, seed_metrics=args.seed_metrics, seed=args.seed
+        )
 
 
 def _cmd_checkpoint_import(args: argparse.Namespace) -> None:
@@ -292,6 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="paper: the paper_tables key (in messages)")
     p.add_argument("--metrics", nargs="*", default=[])
     p.add_argument("--spec", type=_json, default={}, help="benchmark or paper table spec as JSON")
+    p.add_argument(
+        "--seed-metrics",
+        type=_json,
+        default={},
+        help="table2, pairs: JSON {seed: [metrics files]} of further training seeds",
+    )
+    p.add_argument("--seed", type=int, default=None, help="the training seed of --metrics")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_table)
 

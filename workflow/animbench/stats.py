@@ -14,6 +14,9 @@ give the same tables.
   Carlo sign-flip permutation test of that mean difference (H0: a and b exchangeable per
   video). Identical methods give a difference of 0 and p = 1.
 - `write_pairs`: `pairs.parquet`, every pair of methods per (dataset, metric).
+- `seed_aggregate`: with several training seeds (config `seeds`), a table's value is the mean
+  over seeds of each seed's value, with `n_seeds` and the std across seeds (`seed_std`); the
+  interval and the paired comparisons pool each video's frames over the seeds.
 """
 
 from __future__ import annotations
@@ -28,7 +31,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from animbench.evaluate.metrics import METRIC_COLUMNS, typed_frame, write_parquet_atomic
+from animbench.evaluate.metrics import (
+    METRIC_COLUMNS,
+    aggregate,
+    typed_frame,
+    write_parquet_atomic,
+)
 
 CONFIDENCE = 0.95
 N_RESAMPLES = 9999
@@ -65,29 +73,80 @@ def _rng_kwarg(function: Callable) -> dict[str, Any]:
     return {name: np.random.default_rng(SEED)}
 
 
-def video_sums(group: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """(sums, frame counts) of one metric over the videos of a (dataset, method) that have a
-    contributing frame; empty arrays when the metric was not computed."""
+def _per_video(group: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Columns sum, count of one metric per video (indexed by video), the seeds of a video
+    pooled (summed); only videos with a contributing frame."""
     sum_col, count_col = METRIC_COLUMNS[metric]
     if sum_col not in group.columns or count_col not in group.columns:
-        return np.empty(0), np.empty(0)
-    sums = pd.to_numeric(group[sum_col], errors="coerce").to_numpy(dtype=float)
-    counts = pd.to_numeric(group[count_col], errors="coerce").to_numpy(dtype=float)
-    keep = np.isfinite(sums) & np.isfinite(counts) & (counts > 0)
-    return sums[keep], counts[keep]
+        return pd.DataFrame({"sum": [], "count": []}, dtype=float)
+    frame = pd.DataFrame(
+        {
+            "video": group["video"].astype(str).to_numpy(),
+            "sum": pd.to_numeric(group[sum_col], errors="coerce").astype(float).to_numpy(),
+            "count": pd.to_numeric(group[count_col], errors="coerce").astype(float).to_numpy(),
+        }
+    )
+    frame = frame[np.isfinite(frame["sum"]) & np.isfinite(frame["count"])]
+    pooled = frame.groupby("video", sort=False)[["sum", "count"]].sum()
+    return pooled[pooled["count"] > 0]
+
+
+def video_sums(group: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """(sums, frame counts) of one metric over the videos of a (dataset, method) that have a
+    contributing frame (several seeds of a video pooled); empty when not computed."""
+    pooled = _per_video(group, metric)
+    return pooled["sum"].to_numpy(dtype=float), pooled["count"].to_numpy(dtype=float)
 
 
 def video_means(group: pd.DataFrame, metric: str) -> pd.Series:
-    """Per-video mean of one metric over the video's contributing frames, indexed by video."""
-    sum_col, count_col = METRIC_COLUMNS[metric]
-    if sum_col not in group.columns or count_col not in group.columns:
-        return pd.Series(dtype=float)
-    sums = pd.to_numeric(group[sum_col], errors="coerce").astype(float)
-    counts = pd.to_numeric(group[count_col], errors="coerce").astype(float)
-    means = pd.Series(
-        (sums / counts.where(counts > 0)).to_numpy(), index=group["video"].astype(str)
-    )
-    return means[np.isfinite(means)]
+    """Per-video mean of one metric over the video's contributing frames (of every seed),
+    indexed by video."""
+    pooled = _per_video(group, metric)
+    return pooled["sum"] / pooled["count"]
+
+
+def seed_aggregate(
+    group: pd.DataFrame,
+) -> tuple[dict[str, tuple[float, int, int]], dict[str, tuple[int, float, dict[str, float]]]]:
+    """Table values of a (dataset, method) over its training seeds (the `seed` column; rows
+    without one are a single seed).
+
+    Returns (agg, seeds): agg as metrics.aggregate, the value the mean over seeds of each
+    seed's frame-weighted value, n_videos and n_frames those of the first seed; seeds: metric ->
+    (n_seeds, std across seeds (ddof 1; NaN for one seed), {seed: value}).
+    """
+    if "seed" not in group.columns or group["seed"].nunique(dropna=False) <= 1:
+        agg = aggregate(group)
+        return agg, {m: (1, float("nan"), {}) for m in agg}
+    per_seed = {str(s): aggregate(g) for s, g in group.groupby("seed", sort=False)}
+    first = next(iter(per_seed.values()))
+    agg, seeds = {}, {}
+    for metric in first:
+        values = {s: a[metric][0] for s, a in per_seed.items() if metric in a}
+        array = np.array(list(values.values()), dtype=float)
+        agg[metric] = (float(array.mean()), first[metric][1], first[metric][2])
+        std = float(array.std(ddof=1)) if len(array) > 1 else float("nan")
+        seeds[metric] = (len(array), std, values)
+    return agg, seeds
+
+
+def read_seed_metrics(
+    metrics: Sequence[str | Path],
+    seed_metrics: Mapping[str, Sequence[str | Path]] | None = None,
+    seed: int | str | None = None,
+) -> pd.DataFrame:
+    """Per-video metrics rows of several training seeds, with a `seed` column: `metrics` are
+    the first seed's files (seed `seed`), `seed_metrics` maps each further seed to its files.
+    Without further seeds the rows are returned as read (no seed column)."""
+    from animbench.tables import _read_metrics  # tables imports this module
+
+    df = _read_metrics(metrics)
+    if not seed_metrics:
+        return df
+    frames = [df.assign(seed=str(seed if seed is not None else "first"))]
+    for name, paths in seed_metrics.items():
+        frames.append(_read_metrics(paths).assign(seed=str(name)))
+    return pd.concat(frames, ignore_index=True)
 
 
 def _ratio(sums: np.ndarray, counts: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -221,11 +280,13 @@ def pairs_table(df: pd.DataFrame, spec: Mapping[str, Any] | None = None) -> pd.D
 
 
 def write_pairs(
-    metrics: Sequence[str | Path], spec: Mapping[str, Any] | None, out: str | Path
+    metrics: Sequence[str | Path],
+    spec: Mapping[str, Any] | None,
+    out: str | Path,
+    seed_metrics: Mapping[str, Sequence[str | Path]] | None = None,
 ) -> pd.DataFrame:
-    """`pairs.parquet` from per-video metrics files (see pairs_table), written atomically."""
-    from animbench.tables import _read_metrics
-
-    table = pairs_table(_read_metrics(metrics), spec)
+    """`pairs.parquet` from per-video metrics files (see pairs_table), written atomically;
+    `seed_metrics`: further training seeds' files, pooled per video with the first seed's."""
+    table = pairs_table(read_seed_metrics(metrics, seed_metrics), spec)
     write_parquet_atomic(table, out)
     return table

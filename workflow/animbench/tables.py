@@ -1,7 +1,9 @@
 """Results tables beside the papers' numbers (DESIGN.md §5).
 
 Long format: one row per (paper, table, dataset, method, metric) with our `value`, the paper's
-`paper_value`, `delta = value − paper_value`, how many videos/frames the value rests on, a
+`paper_value`, `delta = value − paper_value`, a bootstrap 95% interval over test videos
+(`ci_low`, `ci_high`; animbench.stats), the training seeds the value is the mean of (`n_seeds`)
+and their std (`seed_std`; NaN for one seed), how many videos/frames the value rests on, a
 `status` (measured / not run / not implemented / not computed / missing / not available) and
 a `note` saying why a value is absent or how comparable it is, plus provenance: git commit,
 config hash, the checkpoint's sha256 (reconstruct.json, via the metrics files) and each
@@ -31,7 +33,7 @@ from animbench.evaluate.flops import network_flops
 from animbench.evaluate.metrics import aggregate, typed_frame, write_parquet_atomic
 from animbench.models import registry
 from animbench.models.registry import METHOD_NAMES, PLANNED, is_implemented
-from animbench.stats import metric_ci
+from animbench.stats import metric_ci, read_seed_metrics, seed_aggregate
 
 # provenance columns copied from the metrics files (which copy the checkpoint's sha256 from
 # reconstruct.json and each detector's name, version and weights sha256 from the detector)
@@ -311,11 +313,13 @@ def _measure(
     paper_name: str | None,
     notes: list[str],
     baseline: bool = False,
+    seeds: Mapping[str, tuple[int, float, dict[str, float]]] | None = None,
 ) -> bool:
     """Fill a row from one (dataset, method)'s metrics: value, counts, delta, provenance and
     comparability notes ("measured"), or "not computed" when the run lacks the metric's
     backend. False when there are no metrics at all. Provenance a measured row lacks is
-    named in its note."""
+    named in its note. `seeds` (stats.seed_aggregate): metric -> (n_seeds, std, per-seed
+    values) when the value is a mean over training seeds."""
     if group is None:
         return False
     for column in PROVENANCE_COLUMNS:
@@ -330,7 +334,11 @@ def _measure(
         value, n_videos, n_frames = agg[metric]
         row.update(value=value, n_videos=n_videos, n_frames=n_frames)
         row["ci_low"], row["ci_high"] = metric_ci(group, metric)
-        row.update(n_seeds=1, seed_std=np.nan)  # one training seed per run
+        n_seeds, seed_std, per_seed = (seeds or {}).get(metric, (1, np.nan, {}))
+        row.update(n_seeds=n_seeds, seed_std=seed_std)
+        if n_seeds > 1:
+            values = ", ".join(f"seed {k}: {v:.4g}" for k, v in per_seed.items())
+            notes.append(f"mean ± std over {n_seeds} training seeds ({values})")
         row["status"] = "measured"
         row["delta"] = value - row["paper_value"]
         if metric not in ("L1", *EXTRA_METRICS) and paper_name:
@@ -400,7 +408,13 @@ def _finish_row(
     row["note"] = "; ".join(notes)
 
 
-def write_table2(metrics: Sequence[str | Path], spec: dict, out: str | Path) -> pd.DataFrame:
+def write_table2(
+    metrics: Sequence[str | Path],
+    spec: dict,
+    out: str | Path,
+    seed_metrics: Mapping[str, Sequence[str | Path]] | None = None,
+    seed: int | None = None,
+) -> pd.DataFrame:
     """MTIA's Table 2 (paper mtia_eccv2022, table2) from per-video metrics files.
 
     Rows: every spec dataset × (FOMM, MRAA, MTIA ∪ spec methods ∪ baselines ∪ measured) × the
@@ -409,6 +423,8 @@ def write_table2(metrics: Sequence[str | Path], spec: dict, out: str | Path) -> 
     `spec` = {"datasets": {name: {"paper_name": str|None, "metrics": [...]}}, "methods": [...],
     "baselines": [...], "entries": {method: its config `methods` entry}, "config_hash": str};
     an entry gives a variant key its row label (`name`) and model (from its presets).
+    `seed_metrics` maps further training seeds to their metrics files (`metrics` are seed
+    `seed`'s): a method's value is then the mean over its seeds, with n_seeds and seed_std.
     """
     datasets = spec.get("datasets")
     if not isinstance(datasets, dict) or not datasets:
@@ -416,7 +432,7 @@ def write_table2(metrics: Sequence[str | Path], spec: dict, out: str | Path) -> 
     run_methods = list(spec.get("methods") or [])
     baselines = list(spec.get("baselines") or [])
     entries = dict(spec.get("entries") or {})
-    df = _read_metrics(metrics)
+    df = read_seed_metrics(metrics, seed_metrics, seed)
     groups = _groups(df)
     measured_methods = [m for _, m in groups]
     methods = list(dict.fromkeys(TABLE2_METHODS + run_methods + baselines + measured_methods))
@@ -433,7 +449,7 @@ def write_table2(metrics: Sequence[str | Path], spec: dict, out: str | Path) -> 
         for method in methods:
             display = display_name(method, entries.get(method))
             group = groups.get((dataset, method))
-            agg = aggregate(group) if group is not None else {}
+            agg, seeds = seed_aggregate(group) if group is not None else ({}, {})
             for metric in wanted:
                 paper_value = (
                     paper.get((paper_name, display, metric), np.nan) if paper_name else np.nan
@@ -441,7 +457,14 @@ def write_table2(metrics: Sequence[str | Path], spec: dict, out: str | Path) -> 
                 row = _blank_row("table2", dataset, paper_name, display, metric, paper_value, prov)
                 notes: list[str] = []
                 if not _measure(
-                    row, group, agg, metric, paper_name, notes, baseline=method in baselines
+                    row,
+                    group,
+                    agg,
+                    metric,
+                    paper_name,
+                    notes,
+                    baseline=method in baselines,
+                    seeds=seeds,
                 ):
                     model = entry_model(method, entries.get(method), dataset)
                     in_run = method in run_methods + baselines
