@@ -35,6 +35,7 @@ include: "rules/reconstruct.smk"
 include: "rules/weights.smk"
 include: "rules/pose.smk"
 include: "rules/metrics.smk"
+include: "rules/seeds.smk"
 include: "rules/tables.smk"
 include: "rules/report.smk"
 

@@ -14,6 +14,10 @@ REAL_DATASETS = [n for n, d in DATASETS.items() if d["source"] != "synthetic"]
 TRAINED_METHODS = list(config["methods"])
 BASELINES = list(BENCHMARK["baselines"])
 PAPER_TABLES = list(config["paper_tables"])
+# training seeds: the first trains under runs/ (the single-seed layout), the others under
+# seeds/<seed>/ (rules/seeds.smk)
+SEEDS = list(config.get("seeds") or [config["seed"]])
+EXTRA_SEEDS = [str(seed) for seed in SEEDS[1:]]
 # pinned files a real dataset may declare: file name under results/data/<dataset>/ -> config key
 PINNED_FILES = {"metadata.csv": "metadata", "test_list.txt": "test_list"}
 
@@ -262,6 +266,44 @@ def benchmark_metrics(wildcards):
         dataset=BENCHMARK["datasets"],
         method=BENCHMARK["methods"] + BASELINES,
     )
+
+
+def seeded_methods(dataset):
+    """Benchmark methods trained here on `dataset` (not imported): those with further seeds."""
+    return [m for m in BENCHMARK["methods"] if not released_checkpoint(dataset, m)]
+
+
+def seed_metrics(wildcards):
+    """Metrics files of the further training seeds, one list per seed."""
+    return {
+        seed: [
+            res(f"seeds/{seed}/metrics/{dataset}/{method}.parquet")
+            for dataset in BENCHMARK["datasets"]
+            for method in seeded_methods(dataset)
+        ]
+        for seed in EXTRA_SEEDS
+    }
+
+
+def seed_metrics_files(wildcards):
+    return [path for paths in seed_metrics(wildcards).values() for path in paths]
+
+
+def seed_args(wildcards):
+    """`--seed N` of the first seed, and `--seed-metrics JSON` with further seeds."""
+    args = f"--seed {SEEDS[0]}"
+    if EXTRA_SEEDS:
+        args += f" --seed-metrics {shlex.quote(json.dumps(seed_metrics(wildcards)))}"
+    return args
+
+
+def seed_reconstruct_inputs(wildcards):
+    return {
+        "data": dataset_clips(wildcards),
+        "checkpoint": res(
+            f"seeds/{wildcards.seed}/runs/{wildcards.dataset}/{wildcards.method}/model.pt"
+        ),
+    }
 
 
 def benchmark_spec(wildcards):

@@ -3,7 +3,8 @@
 
 rule table2:
     input:
-        benchmark_metrics,
+        metrics=benchmark_metrics,
+        seeds=seed_metrics_files,
     output:
         res("table2.parquet"),
     log:
@@ -16,16 +17,18 @@ rule table2:
         runtime=rule_resource("table", "runtime"),
     params:
         spec=benchmark_spec,
+        seeds=seed_args,
     shell:
-        "animbench table table2 --metrics {input:q} --spec {params.spec:q} --out {output:q}"
-        " > {log:q} 2>&1"
+        "animbench table table2 --metrics {input.metrics:q} --spec {params.spec:q}"
+        " {params.seeds} --out {output:q} > {log:q} 2>&1"
 
 
 # Every pair of methods per (dataset, metric) on the same test videos: mean difference, its
 # bootstrap interval and a paired permutation test's p-value (animbench.stats).
 rule pairs:
     input:
-        benchmark_metrics,
+        metrics=benchmark_metrics,
+        seeds=seed_metrics_files,
     output:
         res("pairs.parquet"),
     log:
@@ -38,9 +41,10 @@ rule pairs:
         runtime=rule_resource("table", "runtime"),
     params:
         spec=benchmark_spec,
+        seeds=seed_args,
     shell:
-        "animbench table pairs --metrics {input:q} --spec {params.spec:q} --out {output:q}"
-        " > {log:q} 2>&1"
+        "animbench table pairs --metrics {input.metrics:q} --spec {params.spec:q}"
+        " {params.seeds} --out {output:q} > {log:q} 2>&1"
 
 
 rule table1:

@@ -33,7 +33,7 @@ rule train:
         overrides=train_overrides,
         run_dir=res("runs/{dataset}/{method}"),
         device=config["device"],
-        seed=config["seed"],
+        seed=SEEDS[0],
     shell:
         "exec {params.launcher} train --threads {params.threads} --data {params.data:q}"
         " --method {wildcards.method} --preset {params.preset} --overrides {params.overrides:q} --out {params.run_dir:q}"

@@ -267,3 +267,33 @@ def test_table2_mean_and_std_over_seeds(tmp_path, monkeypatch):
     single = tables.write_table2(first, spec, tmp_path / "one.parquet")
     assert single.loc[single["method"] == "FOMM", "value"].iloc[0] == pytest.approx(0.1)
     assert single["n_seeds"].dropna().eq(1).all()
+
+
+def test_workflow_trains_and_measures_every_seed(tmp_path):
+    import json
+    import shlex
+
+    from test_workflow import METHODS, REAL, of_rule, plan
+
+    release = tmp_path / "vox-cpk.pth.tar"
+    release.write_bytes(b"not read by a dry run")
+    extra = tmp_path / "seeds.yaml"
+    extra.write_text(
+        f"seeds: [3, 7, 9]\nmethods:\n  fomm:\n    checkpoints:\n      vox: {{path: {release}}}\n"
+    )
+    jobs, out = plan("results/table2.parquet", "--configfile", str(extra), "-p")
+    seeded = {(s, d, m) for s in ("7", "9") for d in REAL for m in METHODS} - {
+        ("7", "vox", "fomm"),
+        ("9", "vox", "fomm"),  # a released checkpoint has one seed
+    }
+    for rule in ("train_seed", "reconstruct_seed", "metrics_seed"):
+        assert of_rule(jobs, rule, "seed", "dataset", "method") == seeded, rule
+    shells = [line.removeprefix("Shell command: ") for line in out.splitlines()]
+    trains = [line for line in shells if line.startswith("exec ") and " train --threads" in line]
+    assert sum("--seed 3 " in t and "--out results/runs/" in t for t in trains) == 11
+    assert sum("--seed 9 " in t and "--out results/seeds/9/runs/" in t for t in trains) == 11
+    table = shlex.split(next(line for line in shells if line.startswith("animbench table table2")))
+    assert table[table.index("--seed") + 1] == "3"
+    seeds = json.loads(table[table.index("--seed-metrics") + 1])
+    assert sorted(seeds) == ["7", "9"] and len(seeds["7"]) == 11
+    assert "results/seeds/7/metrics/taichi/mtia.parquet" in seeds["7"]
