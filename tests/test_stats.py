@@ -297,3 +297,14 @@ def test_workflow_trains_and_measures_every_seed(tmp_path):
     seeds = json.loads(table[table.index("--seed-metrics") + 1])
     assert sorted(seeds) == ["7", "9"] and len(seeds["7"]) == 11
     assert "results/seeds/7/metrics/taichi/mtia.parquet" in seeds["7"]
+
+
+def test_report_table_shows_seed_columns_only_with_several_seeds():
+    from animbench.report import table_html
+
+    row = {"dataset": "d", "method": "FOMM", "metric": "L1", "value": 0.2, "ci_low": 0.1}
+    one = pd.DataFrame([{**row, "n_seeds": 1, "seed_std": np.nan}])
+    assert "<th>n_seeds</th>" not in table_html(one) and "<th>ci_low</th>" in table_html(one)
+    three = pd.DataFrame([{**row, "n_seeds": 3, "seed_std": 0.05}])
+    html = table_html(three)
+    assert "<th>n_seeds</th><th>seed_std</th>" in html and '<td class="num">0.05</td>' in html

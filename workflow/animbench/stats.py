@@ -41,6 +41,7 @@ from animbench.evaluate.metrics import (
 CONFIDENCE = 0.95
 N_RESAMPLES = 9999
 SEED = 0  # the fixed random state of every resampling: tables are reproducible
+BATCH = 1000  # resamples held in memory at once (a test set of thousands of videos stays small)
 
 PAIR_COLUMNS = [
     "dataset",
@@ -175,6 +176,7 @@ def bootstrap_ci(
         n_resamples=n_resamples,
         confidence_level=confidence,
         method="percentile",
+        batch=BATCH,
         **_rng_kwarg(scipy_stats.bootstrap),
     )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
@@ -220,6 +222,7 @@ def paired_comparison(
         n_resamples=n_resamples,
         confidence_level=confidence,
         method="percentile",
+        batch=BATCH,
         **_rng_kwarg(scipy_stats.bootstrap),
     ).confidence_interval
     test = scipy_stats.permutation_test(
@@ -229,6 +232,7 @@ def paired_comparison(
         vectorized=True,
         n_resamples=n_resamples,
         alternative="two-sided",
+        batch=BATCH,
         **_rng_kwarg(scipy_stats.permutation_test),
     )
     out.update(ci_low=float(ci.low), ci_high=float(ci.high), p_value=float(min(1.0, test.pvalue)))
