@@ -2,6 +2,7 @@
 # measured under seeds/<seed>/ with the rules of a single seed; table2 and pairs read them.
 
 
+# params merge key by key over train's: only the run folder and the seed differ
 use rule train as train_seed with:
     output:
         model=res("seeds/{seed}/runs/{dataset}/{method}/model.pt"),
@@ -13,14 +14,7 @@ use rule train as train_seed with:
         seed=alternatives(EXTRA_SEEDS),
         method=alternatives(TRAINED_METHODS),
     params:
-        launcher=train_launcher,
-        options=train_options,
-        threads=train_threads,
-        data=res("data/{dataset}/clips"),
-        preset=train_preset,
-        overrides=train_overrides,
         run_dir=res("seeds/{seed}/runs/{dataset}/{method}"),
-        device=config["device"],
         seed=lambda wildcards: wildcards.seed,
 
 
