@@ -36,6 +36,7 @@ include: "rules/submissions.smk"
 include: "rules/weights.smk"
 include: "rules/pose.smk"
 include: "rules/metrics.smk"
+include: "rules/seeds.smk"
 include: "rules/tables.smk"
 include: "rules/report.smk"
 
@@ -45,6 +46,7 @@ rule all:
     input:
         table1=res("table1.parquet"),
         table2=res("table2.parquet"),
+        pairs=res("pairs.parquet"),
         report=res("report.html"),
 
 

@@ -20,6 +20,10 @@ TRAINED_METHODS = list(config["methods"])
 BASELINES = list(BENCHMARK["baselines"])
 SUBMISSIONS = list(config.get("submissions", {}))  # predictions made elsewhere
 PAPER_TABLES = list(config["paper_tables"])
+# training seeds: the first trains under runs/ (the single-seed layout), the others under
+# seeds/<seed>/ (rules/seeds.smk)
+SEEDS = list(config.get("seeds") or [config["seed"]])
+EXTRA_SEEDS = [str(seed) for seed in SEEDS[1:]]
 # pinned files a real dataset may declare: file name under results/data/<dataset>/ -> config key
 PINNED_FILES = {"metadata.csv": "metadata", "test_list.txt": "test_list"}
 
@@ -280,6 +284,44 @@ def benchmark_metrics(wildcards):
     ) + [res(f"metrics/{d}/{m}.parquet") for d, m in submission_runs(config)]
 
 
+def seeded_methods(dataset):
+    """Benchmark methods trained here on `dataset` (not imported): those with further seeds."""
+    return [m for m in BENCHMARK["methods"] if not released_checkpoint(dataset, m)]
+
+
+def seed_metrics(wildcards):
+    """Metrics files of the further training seeds, one list per seed."""
+    return {
+        seed: [
+            res(f"seeds/{seed}/metrics/{dataset}/{method}.parquet")
+            for dataset in BENCHMARK["datasets"]
+            for method in seeded_methods(dataset)
+        ]
+        for seed in EXTRA_SEEDS
+    }
+
+
+def seed_metrics_files(wildcards):
+    return [path for paths in seed_metrics(wildcards).values() for path in paths]
+
+
+def seed_args(wildcards):
+    """`--seed N` of the first seed, and `--seed-metrics JSON` with further seeds."""
+    args = f"--seed {SEEDS[0]}"
+    if EXTRA_SEEDS:
+        args += f" --seed-metrics {shlex.quote(json.dumps(seed_metrics(wildcards)))}"
+    return args
+
+
+def seed_reconstruct_inputs(wildcards):
+    return {
+        "data": dataset_clips(wildcards),
+        "checkpoint": res(
+            f"seeds/{wildcards.seed}/runs/{wildcards.dataset}/{wildcards.method}/model.pt"
+        ),
+    }
+
+
 def benchmark_spec(wildcards):
     return json.dumps(table2_spec(config), sort_keys=True)
 
@@ -305,7 +347,7 @@ def report_inputs(wildcards):
     """What the report shows: tables, trained models (a run's log.csv, no declared
     output, is finished with its model), reconstructions and dataset indices."""
     datasets, methods = BENCHMARK["datasets"], BENCHMARK["methods"]
-    inputs = [res("table1.parquet"), res("table2.parquet")]
+    inputs = [res("table1.parquet"), res("table2.parquet"), res("pairs.parquet")]
     for dataset in datasets:
         if dataset in SYNTHETIC_DATASETS:
             inputs.append(res(f"data/{dataset}/clips"))

@@ -3,7 +3,8 @@
 
 rule table2:
     input:
-        benchmark_metrics,
+        metrics=benchmark_metrics,
+        seeds=seed_metrics_files,
     output:
         res("table2.parquet"),
     log:
@@ -16,9 +17,34 @@ rule table2:
         runtime=rule_resource("table", "runtime"),
     params:
         spec=benchmark_spec,
+        seeds=seed_args,
     shell:
-        "animbench table table2 --metrics {input:q} --spec {params.spec:q} --out {output:q}"
-        " > {log:q} 2>&1"
+        "animbench table table2 --metrics {input.metrics:q} --spec {params.spec:q}"
+        " {params.seeds} --out {output:q} > {log:q} 2>&1"
+
+
+# Every pair of methods per (dataset, metric) on the same test videos: mean difference, its
+# bootstrap interval and a paired permutation test's p-value (animbench.stats).
+rule pairs:
+    input:
+        metrics=benchmark_metrics,
+        seeds=seed_metrics_files,
+    output:
+        res("pairs.parquet"),
+    log:
+        res("logs/pairs.log"),
+    conda:
+        "../envs/eval.yaml"
+    threads: rule_resource("table", "threads")
+    resources:
+        mem_mb=rule_resource("table", "mem_mb"),
+        runtime=rule_resource("table", "runtime"),
+    params:
+        spec=benchmark_spec,
+        seeds=seed_args,
+    shell:
+        "animbench table pairs --metrics {input.metrics:q} --spec {params.spec:q}"
+        " {params.seeds} --out {output:q} > {log:q} 2>&1"
 
 
 rule table1:

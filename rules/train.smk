@@ -36,7 +36,7 @@ rule train:
         overrides=train_overrides,
         run_dir=res("runs/{dataset}/{method}"),
         device=config["device"],
-        seed=config["seed"],
+        seed=SEEDS[0],
         cache=CACHE,
         pins=WEIGHT_PINS,
     shell:

@@ -84,6 +84,25 @@ def test_table2_records_provenance(ci_run: Path):
     assert fomm.note.str.contains("vgg19-dcbb9e9d.pth").all()  # names the missing file
 
 
+def test_table2_intervals_and_pairs(ci_run: Path):
+    table = pd.read_parquet(ci_run / "results/table2.parquet")
+    measured = table[table.status == "measured"]
+    assert (measured.n_seeds == 1).all() and measured.seed_std.isna().all()  # one seed
+    # six test videos each: a finite bootstrap interval around every L1, AKD and AED
+    finite = measured[measured.metric.isin(["L1", "AKD", "AED"])]
+    assert finite.ci_low.notna().all() and finite.ci_high.notna().all()
+    assert (finite.ci_low <= finite.ci_high).all()
+    pairs = pd.read_parquet(ci_run / "results/pairs.parquet")
+    methods = len(METHODS) + 1  # and source copy
+    l1 = pairs[pairs.metric == "L1"]
+    assert l1.groupby("dataset").size().to_dict() == {
+        "synthetic-face": methods * (methods - 1) // 2,
+        "synthetic-body": methods * (methods - 1) // 2,
+    }
+    assert (l1.n_videos == 6).all() and l1.mean_diff.notna().all()
+    assert pairs.p_value.dropna().between(0, 1).all()
+
+
 def test_table1_exact_fomm_counts(ci_run: Path):
     table = pd.read_parquet(ci_run / "results/table1.parquet")
     exact = table[table.metric == "params"].set_index("method").value

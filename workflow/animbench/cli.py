@@ -166,8 +166,14 @@ def _cmd_table(args: argparse.Namespace) -> None:
     elif args.table == "paper":
         spec = {**args.spec, "name": args.name} if args.name else args.spec
         tables.write_paper_table(metrics=args.metrics, spec=spec, out=args.out)
+    elif args.table == "pairs":
+        from animbench.stats import write_pairs
+
+        write_pairs(args.metrics, args.spec, args.out, seed_metrics=args.seed_metrics)
     else:
-        tables.write_table2(metrics=args.metrics, spec=args.spec, out=args.out)
+        tables.write_table2(
+            args.metrics, args.spec, args.out, seed_metrics=args.seed_metrics, seed=args.seed
+        )
 
 
 def _cmd_checkpoint_import(args: argparse.Namespace) -> None:
@@ -355,11 +361,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("table", help="gather a results table (Parquet)")
     p.add_argument(
-        "table", choices=["table1", "table2", "paper"], help="paper = a config paper_tables entry"
+        "table",
+        choices=["table1", "table2", "paper", "pairs"],
+        help="paper = a config paper_tables entry; pairs = paired comparisons of methods",
     )
     p.add_argument("--name", default=None, help="paper: the paper_tables key (in messages)")
     p.add_argument("--metrics", nargs="*", default=[])
     p.add_argument("--spec", type=_json, default={}, help="benchmark or paper table spec as JSON")
+    p.add_argument(
+        "--seed-metrics",
+        type=_json,
+        default={},
+        help="table2, pairs: JSON {seed: [metrics files]} of further training seeds",
+    )
+    p.add_argument("--seed", type=int, default=None, help="the training seed of --metrics")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_table)
 

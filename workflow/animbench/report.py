@@ -9,7 +9,10 @@ Sections, each built from what `results/` holds now; an input that is absent is 
 
 - tables: `table1.parquet`, `table2.parquet` and every other `*table*.parquet`, our `value`
   beside the paper's `paper_value`, `delta`, `status`, `note` and provenance, each followed by
-  bar charts of measured vs paper values per (dataset, metric);
+  bar charts of measured vs paper values per (dataset, metric), measured bars with their 95%
+  bootstrap interval (`ci_low`, `ci_high`) as error bars;
+- paired comparisons: `pairs.parquet`, each pair of methods' mean difference on the same
+  videos, its interval and p-value;
 - sample reconstructions: per (dataset, method), one test clip as an animated GIF, ground truth
   | prediction side by side;
 - training curves: per run, each `log*.csv` stage as a line chart of the total loss and its
@@ -90,6 +93,7 @@ tr.measured td.status { color: #176c17; }
 /* a number, but not the preset's (e.g. trained on random VGG19): must not pass for measured */
 tr.deviates td.status { color: #b00020; font-weight: bold; }
 tr.deviates td.note { background: #fdecee; }
+tr.significant td { font-weight: bold; }
 tr.missing td.status, tr.not-run td.status { color: #a15c00; }
 tr.not-implemented td.status, tr.not-available td.status, tr.not-computed td.status {
   color: #888; }
@@ -191,14 +195,25 @@ def svg_bar_chart(
     categories: Sequence[str],
     series: Mapping[str, Sequence[float]],
     colors: Sequence[str] = (MEASURED_COLOR, PAPER_COLOR),
+    intervals: Mapping[str, Sequence[tuple[float, float]]] | None = None,
 ) -> str:
     """Grouped bars: one group per category, one bar per series (NaN: no bar, 'n/a').
 
-    Inline SVG, no script; each bar has a <title> with its exact value.
+    `intervals`: per series, a (low, high) per category drawn as an error bar (whisker with
+    caps) over the bar; a pair with a NaN draws none. Inline SVG, no script; each bar has a
+    <title> with its exact value (and interval).
     """
     names = list(series)
     values = [[float(v) if _finite(v) else math.nan for v in series[n]] for n in names]
+    bounds = [
+        [
+            (float(lo), float(hi)) if _finite(lo) and _finite(hi) else None
+            for lo, hi in (intervals or {}).get(n, [(math.nan, math.nan)] * len(categories))
+        ]
+        for n in names
+    ]
     finite = [v for row in values for v in row if math.isfinite(v)]
+    finite += [v for row in bounds for pair in row if pair for v in pair]
     ticks = nice_ticks(min(0.0, *finite) if finite else 0.0, max([0.0, *finite]) or 1.0)
     lo, hi = ticks[0], ticks[-1]
     left, right, top, bottom = 52, 10, 34, 58
@@ -232,6 +247,9 @@ def svg_bar_chart(
             v = values[j][i]
             x = x0 + j * bar_w
             label = f"{category} {name}: {fmt(v)}"
+            interval = bounds[j][i] if i < len(bounds[j]) else None
+            if interval:
+                label += f" (95% CI {fmt(interval[0])} to {fmt(interval[1])})"
             if math.isfinite(v):
                 top_y, bottom_y = sorted((y(v), y(0)))
                 parts.append(
@@ -239,6 +257,8 @@ def svg_bar_chart(
                     f'height="{max(bottom_y - top_y, 0.5):.1f}" '
                     f'fill="{colors[j % len(colors)]}"><title>{esc(label)}</title></rect>'
                 )
+                if interval:
+                    parts.append(error_bar(x + (bar_w - 2) / 2, y(interval[0]), y(interval[1])))
             else:
                 parts.append(
                     f'<text x="{x + bar_w / 2 - 1:.1f}" y="{y(0) - 3:.1f}" font-size="7" '
@@ -257,6 +277,15 @@ def svg_bar_chart(
         )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def error_bar(x: float, y_low: float, y_high: float, cap: float = 3.0) -> str:
+    """An SVG whisker from y_low to y_high at x, with caps at both ends."""
+    return (
+        f'<path class="error-bar" d="M{x - cap:.1f},{y_low:.1f}H{x + cap:.1f}'
+        f'M{x:.1f},{y_low:.1f}V{y_high:.1f}M{x - cap:.1f},{y_high:.1f}H{x + cap:.1f}" '
+        'stroke="#222" stroke-width="1" fill="none"/>'
+    )
 
 
 def downsample(x: np.ndarray, y: np.ndarray, points: int = CURVE_POINTS) -> tuple:
@@ -432,9 +461,21 @@ PROVENANCE = (
     ("animbench", "animbench_version", None),
     ("created", "created", None),
 )
-TABLE_COLUMNS = ("dataset", "method", "metric", "value", "paper_value", "delta")
+TABLE_COLUMNS = (
+    "dataset",
+    "method",
+    "metric",
+    "value",
+    "ci_low",
+    "ci_high",
+    "paper_value",
+    "delta",
+)
+SEED_COLUMNS = ("n_seeds", "seed_std")  # shown when a row rests on more than one seed
 KEY_COLUMNS = frozenset({"dataset", "method", "metric", "status"})
-NUMBER_COLUMNS = frozenset({"value", "paper_value", "delta", "n_videos", "n_frames"})
+NUMBER_COLUMNS = frozenset(
+    {"value", "ci_low", "ci_high", "paper_value", "delta", "n_videos", "n_frames", *SEED_COLUMNS}
+)
 
 
 def _present(value: Any) -> bool:
@@ -472,6 +513,8 @@ def table_html(table: pd.DataFrame) -> str:
     provenance; provenance shared by every row is the caption, the rest is per row (short in
     the cell, in full on hover)."""
     columns = [c for c in TABLE_COLUMNS if c in table.columns]
+    if "n_seeds" in table.columns and (pd.to_numeric(table["n_seeds"]) > 1).any():
+        columns += [c for c in SEED_COLUMNS if c in table.columns]
     columns += [c for c in ("n_videos", "status", "note") if c in table.columns]
     shared = shared_provenance(table)
     caption = "; ".join(
@@ -517,11 +560,15 @@ def table_charts(table: pd.DataFrame) -> list[str]:
             f"{m} (deviates)" if status == "deviates" else str(m)
             for m, status in zip(group["method"], statuses)
         ]
+        intervals = None
+        if {"ci_low", "ci_high"} <= set(group.columns):  # tables from before issue 17 lack them
+            intervals = {"measured": list(zip(group["ci_low"], group["ci_high"]))}
         charts.append(
             svg_bar_chart(
                 title,
                 labels,
                 {"measured": list(group["value"]), "paper": list(group["paper_value"])},
+                intervals=intervals,
             )
         )
     return charts
@@ -554,6 +601,64 @@ def table_section(path: Path) -> str:
         f"<details open><summary>charts: measured vs paper</summary>{chart_html or '–'}"
         "</details>"
     )
+
+
+PAIR_COLUMNS = (
+    "dataset",
+    "metric",
+    "method_a",
+    "method_b",
+    "n_videos",
+    "value_a",
+    "value_b",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "p_value",
+)
+SIGNIFICANCE = 0.05  # pairs below this p-value are shown in bold
+
+
+def pairs_section(results: Path) -> str:
+    """pairs.parquet as a table: each pair's mean difference a − b over shared test videos,
+    its 95% interval and p-value; pairs with p < SIGNIFICANCE in bold."""
+    path = results / "pairs.parquet"
+    if not path.is_file():
+        return missing_note("pairs", path)
+    try:
+        table = pd.read_parquet(path)
+    except READ_ERRORS as exc:
+        return error_note(path, exc)
+    columns = [c for c in PAIR_COLUMNS if c in table.columns]
+    head = "".join(f"<th>{esc(c)}</th>" for c in columns)
+    rows = []
+    for record in table.to_dict("records"):
+        cells = "".join(
+            f'<td class="num">{esc(fmt(record.get(c)))}</td>'
+            if c in PAIR_COLUMNS[4:]  # n_videos onwards are numbers
+            else f'<td class="key">{esc(fmt(record.get(c)))}</td>'
+            for c in columns
+        )
+        p_value = record.get("p_value")
+        css = ' class="significant"' if _finite(p_value) and p_value < SIGNIFICANCE else ""
+        rows.append(f"<tr{css}>{cells}</tr>")
+    test = _unique_text(table, "test")
+    meta = (
+        f"{len(table)} pairs; mean_diff = a − b per video, then averaged over the videos both "
+        f"methods have; 95% bootstrap interval; p-value: {test or 'paired test'}; "
+        f"bold: p < {SIGNIFICANCE}"
+    )
+    return (
+        f'<p class="meta">{esc(meta)}</p><table class="pairs"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def _unique_text(table: pd.DataFrame, column: str) -> str | None:
+    if column not in table.columns:
+        return None
+    values = sorted({str(v) for v in table[column].dropna()})
+    return ", ".join(values) or None
 
 
 # ----------------------------------------------------------------------------- report
@@ -746,6 +851,7 @@ def render_report(results: Path, config: Mapping[str, Any] | None = None) -> str
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     sections = [
         ("tables", "Tables beside the papers", "".join(map(table_section, table_files(results)))),
+        ("pairs", "Paired comparisons", pairs_section(results)),
         (
             "reconstructions",
             "Sample reconstructions",

@@ -1,10 +1,12 @@
 """Results tables beside the papers' numbers (DESIGN.md §5).
 
 Long format: one row per (paper, table, dataset, method, metric) with our `value`, the paper's
-`paper_value`, `delta = value − paper_value`, how many videos/frames the value rests on, a
-`status` (measured / deviates / not run / not implemented / not computed / missing / not
-available) and a `note` saying why a value is absent or how comparable it is, plus
-provenance: git commit, config hash, the checkpoint's sha256 (reconstruct.json, via the metrics files) and each
+`paper_value`, `delta = value − paper_value`, a bootstrap 95% interval over test videos
+(`ci_low`, `ci_high`; animbench.stats), the training seeds the value is the mean of (`n_seeds`)
+and their std (`seed_std`; NaN for one seed), how many videos/frames the value rests on, a
+`status` (measured / deviates / not run / not implemented / not computed / missing / not available) and
+a `note` saying why a value is absent or how comparable it is, plus provenance: git commit,
+config hash, the checkpoint's sha256 (reconstruct.json, via the metrics files) and each
 detector's name, version and weights sha256 (the metrics files); a measured row lacking any of
 them says so in its note. Values are never invented: a value is NaN unless it was measured (or,
 for a parameter count, counted) in this run.
@@ -31,6 +33,7 @@ from animbench.evaluate.flops import network_flops
 from animbench.evaluate.metrics import aggregate, typed_frame, write_parquet_atomic
 from animbench.models import registry
 from animbench.models.registry import METHOD_NAMES, PLANNED, is_implemented
+from animbench.stats import metric_ci, read_seed_metrics, seed_aggregate
 
 # provenance columns copied from the metrics files (which copy the checkpoint's sha256 from
 # reconstruct.json and each detector's name, version and weights sha256 from the detector)
@@ -55,6 +58,10 @@ COLUMNS = [
     "value",
     "paper_value",
     "delta",
+    "ci_low",
+    "ci_high",
+    "n_seeds",
+    "seed_std",
     "n_videos",
     "n_frames",
     "status",
@@ -66,8 +73,8 @@ COLUMNS = [
     "animbench_version",
     "created",
 ]
-FLOAT_COLUMNS = ["value", "paper_value", "delta"]
-INT_COLUMNS = ["n_videos", "n_frames"]
+FLOAT_COLUMNS = ["value", "paper_value", "delta", "ci_low", "ci_high", "seed_std"]
+INT_COLUMNS = ["n_seeds", "n_videos", "n_frames"]
 METRICS = ("L1", "AKD", "MKR", "AED")  # the papers' column order
 # Per-frame image metrics the papers do not report (evaluate/image_metrics.py): a dataset's
 # table rows get all three, after the papers' metrics, once any of its metrics files has one.
@@ -312,12 +319,14 @@ def _measure(
     paper_name: str | None,
     notes: list[str],
     baseline: bool = False,
+    seeds: Mapping[str, tuple[int, float, dict[str, float]]] | None = None,
 ) -> bool:
     """Fill a row from one (dataset, method)'s metrics: value, counts, delta, provenance and
     comparability notes ("measured"; "deviates" when the checkpoint's training departed from
     its preset, e.g. random pretrained weights), or "not computed" when the run lacks the metric's
     backend. False when there are no metrics at all. Provenance a measured row lacks is
-    named in its note."""
+    named in its note. `seeds` (stats.seed_aggregate): metric -> (n_seeds, std, per-seed
+    values) when the value is a mean over training seeds."""
     if group is None:
         return False
     for column in PROVENANCE_COLUMNS:
@@ -331,6 +340,12 @@ def _measure(
     if metric in agg:
         value, n_videos, n_frames = agg[metric]
         row.update(value=value, n_videos=n_videos, n_frames=n_frames)
+        row["ci_low"], row["ci_high"] = metric_ci(group, metric)
+        n_seeds, seed_std, per_seed = (seeds or {}).get(metric, (1, np.nan, {}))
+        row.update(n_seeds=n_seeds, seed_std=seed_std)
+        if n_seeds > 1:
+            values = ", ".join(f"seed {k}: {v:.4g}" for k, v in per_seed.items())
+            notes.append(f"mean ± std over {n_seeds} training seeds ({values})")
         row["status"] = "measured"
         row["delta"] = value - row["paper_value"]
         if metric not in ("L1", *EXTRA_METRICS) and paper_name:
@@ -418,7 +433,13 @@ def _finish_row(
     row["note"] = "; ".join(notes)
 
 
-def write_table2(metrics: Sequence[str | Path], spec: dict, out: str | Path) -> pd.DataFrame:
+def write_table2(
+    metrics: Sequence[str | Path],
+    spec: dict,
+    out: str | Path,
+    seed_metrics: Mapping[str, Sequence[str | Path]] | None = None,
+    seed: int | None = None,
+) -> pd.DataFrame:
     """MTIA's Table 2 (paper mtia_eccv2022, table2) from per-video metrics files.
 
     Rows: every spec dataset × (FOMM, MRAA, MTIA ∪ spec methods ∪ baselines ∪ measured) × the
@@ -428,6 +449,8 @@ def write_table2(metrics: Sequence[str | Path], spec: dict, out: str | Path) -> 
     "baselines": [...], "entries": {method: its config `methods` entry}, "submissions": {key:
     {"name", "datasets"}}, "config_hash": str}; an entry gives a variant key its row label
     (`name`) and model (from its presets); a submission (predictions made elsewhere) its label.
+    `seed_metrics` maps further training seeds to their metrics files (`metrics` are seed
+    `seed`'s): a method's value is then the mean over its seeds, with n_seeds and seed_std.
     """
     datasets = spec.get("datasets")
     if not isinstance(datasets, dict) or not datasets:
@@ -436,7 +459,7 @@ def write_table2(metrics: Sequence[str | Path], spec: dict, out: str | Path) -> 
     baselines = list(spec.get("baselines") or [])
     entries = dict(spec.get("entries") or {})
     submissions = dict(spec.get("submissions") or {})  # {key: {"name", "datasets"}}
-    df = _read_metrics(metrics)
+    df = read_seed_metrics(metrics, seed_metrics, seed)
     groups = _groups(df)
     measured_methods = [m for _, m in groups]
     methods = list(
@@ -457,7 +480,7 @@ def write_table2(metrics: Sequence[str | Path], spec: dict, out: str | Path) -> 
         for method in methods:
             display = display_name(method, entries.get(method) or submissions.get(method))
             group = groups.get((dataset, method))
-            agg = aggregate(group) if group is not None else {}
+            agg, seeds = seed_aggregate(group) if group is not None else ({}, {})
             for metric in wanted:
                 paper_value = (
                     paper.get((paper_name, display, metric), np.nan) if paper_name else np.nan
@@ -465,7 +488,14 @@ def write_table2(metrics: Sequence[str | Path], spec: dict, out: str | Path) -> 
                 row = _blank_row("table2", dataset, paper_name, display, metric, paper_value, prov)
                 notes: list[str] = []
                 if not _measure(
-                    row, group, agg, metric, paper_name, notes, baseline=method in baselines
+                    row,
+                    group,
+                    agg,
+                    metric,
+                    paper_name,
+                    notes,
+                    baseline=method in baselines,
+                    seeds=seeds,
                 ):
                     if method in submissions:
                         submitted = dataset in (submissions[method].get("datasets") or [])
