@@ -249,9 +249,10 @@ def _check_run(run: Path, family: str, device) -> dict:
 
 
 def _ddp_worker(rank: int, port: int, data: str, spec: dict, preset: str, overrides: dict,
-                out: str, device_type: str, options: dict) -> None:  # fmt: skip
+                out: str, device_type: str, options: dict, threads: int) -> None:  # fmt: skip
     import torch
 
+    torch.set_num_threads(threads)
     from animbench.train.trainer import TrainOptions, train
 
     os.environ.update(
@@ -340,7 +341,7 @@ def worker(args: argparse.Namespace) -> list[dict]:
             import torch.multiprocessing as mp
 
             mp.spawn(_ddp_worker, nprocs=processes, args=(_free_port(), str(data), spec, preset,
-                     overrides, str(run), device.type, options))  # fmt: skip
+                     overrides, str(run), device.type, options, torch.get_num_threads()))  # fmt: skip
             memory = max(json.loads(p.read_text()) for p in run.glob("peak-*.json"))
             kind = "cuda max allocated, largest process" if device.type == "cuda" else (
                 "process RSS peak, largest process")  # fmt: skip
