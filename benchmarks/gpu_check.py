@@ -90,6 +90,9 @@ def _log(message: str) -> None:
     print(f"[{time.time() - _T0:6.1f} s] {message}", file=sys.stderr, flush=True)
 
 
+CHECKS = ["train", "compile", "ddp", "reconstruct", "metrics"]  # the rows of a preset
+
+
 class CheckFailed(RuntimeError):
     """A NaN, a shape or a device the check does not accept."""
 
@@ -276,7 +279,8 @@ def _free_port() -> int:
 
 
 def worker(args: argparse.Namespace) -> list[dict]:
-    """Every check of one preset; returns its rows (raises CheckFailed on a failed check)."""
+    """The checks of one preset's part, returning their rows (CheckFailed on a failed check):
+    "core" is train, reconstruct and metrics; "compile" and "ddp" are one training row each."""
     import torch
 
     from animbench.data.video import list_clips, read_clip
@@ -312,7 +316,7 @@ def worker(args: argparse.Namespace) -> list[dict]:
     }  # fmt: skip
 
     _log(f"{preset}: data ready")
-    count = args.flops == "on" or (args.flops == "auto" and peak is not None)
+    count = args.flops == "on" or (args.flops == "auto" and device.type == "cuda")
     steps = args.steps
     flops_per_sample = math.nan
     if count:
@@ -361,26 +365,17 @@ def worker(args: argparse.Namespace) -> list[dict]:
     def skipped(check: str, why: str) -> None:
         rows.append({**common, "check": check, "status": "skipped", "note": why})
 
+    if args.part == "compile":
+        train_row("compile", compile_=True)
+        return rows
+    if args.part == "ddp":
+        if batch % 2:
+            skipped("ddp", f"batch {batch} is not divisible by 2 processes")
+        else:
+            train_row("ddp", compile_=False, processes=2)
+        return rows
     run = train_row("train", compile_=False)
     _log(f"{preset}: trained {steps + 1} steps")
-    if not args.compile:
-        skipped("compile", "off (--compile off, or a CPU)")
-    elif deadline - time.time() < 3 * rows[-1]["wall_s"] + 60:
-        skipped("compile", "not enough of the time budget left")
-    else:
-        train_row("compile", compile_=True)
-    ddp_wanted = args.ddp == "on" or (
-        args.ddp == "auto" and device.type == "cuda" and torch.cuda.device_count() >= 2
-    )
-    if not ddp_wanted:
-        skipped("ddp", "fewer than 2 GPUs" if args.ddp == "auto" else "off (--ddp off)")
-    elif batch % 2:
-        skipped("ddp", f"batch {batch} is not divisible by 2 processes")
-    elif deadline - time.time() < 2 * rows[0]["wall_s"] + 30:
-        skipped("ddp", "not enough of the time budget left")
-    else:
-        train_row("ddp", compile_=False, processes=2)
-
     _log(f"{preset}: train rows done")
     # batched reconstruction of the test clips by the trained model, and the frame metrics
     model = to_inference_layout(load_animator(run / "model.pt", device)[0])
@@ -456,13 +451,15 @@ def typed(table):
     return table
 
 
-def _run_isolated(args: argparse.Namespace, preset: str, share: float, deadline: float) -> list:
-    """One preset's worker in a fresh process: its rows, or raises RuntimeError (last line)."""
+def _run_isolated(args: argparse.Namespace, preset: str, part: str, share: float,
+                  timeout: float) -> list:  # fmt: skip
+    """One preset's part in a fresh process: its rows; RuntimeError with the last line of its
+    stderr when it fails, TimeoutError past `timeout` seconds."""
     command = [
-        sys.executable, __file__, "--worker", "--preset", preset, "--device", args.device,
-        "--batch", str(args.batch), "--steps", str(args.steps), "--seconds", str(share),
-        "--compile", "on" if args.compile else "off", "--ddp", args.ddp, "--flops", args.flops,
-        "--clip-frames", str(args.clip_frames), "--workdir", args.workdir,
+        sys.executable, __file__, "--worker", "--preset", preset, "--part", part,
+        "--device", args.device, "--batch", str(args.batch), "--steps", str(args.steps),
+        "--seconds", str(share), "--flops", args.flops, "--clip-frames", str(args.clip_frames),
+        "--workdir", args.workdir,
     ]  # fmt: skip
     if args.threads:
         command += ["--threads", str(args.threads)]
@@ -472,16 +469,27 @@ def _run_isolated(args: argparse.Namespace, preset: str, share: float, deadline:
         command += ["--inject-nan", args.inject_nan]
     env = {**os.environ, "ANIMBENCH_OFFLINE": os.environ.get("ANIMBENCH_OFFLINE", "1")}
     try:
-        # a preset may overrun its share, never the whole budget (plus a minute's grace)
         result = subprocess.run(command, env=env, capture_output=True, text=True,
-                                timeout=max(deadline - time.time(), share) + 60)  # fmt: skip
+                                timeout=timeout)  # fmt: skip
     except subprocess.TimeoutExpired as exc:
-        raise RuntimeError(f"over the time budget ({args.budget_s:.0f} s)") from exc
+        raise TimeoutError(f"stopped after {timeout:.0f} s, at the time budget") from exc
     out = [line for line in result.stdout.splitlines() if line.startswith("GPU-CHECK-ROWS ")]
     if result.returncode or not out:
         lines = result.stderr.strip().splitlines() or [f"exit {result.returncode}"]
         raise RuntimeError(lines[-1])
     return json.loads(out[-1].split(" ", 1)[1])
+
+
+def _print_row(row: dict) -> None:
+    name, check = row["preset"], row["check"]
+    if row["status"] != "ok":
+        print(f"{name:16s} {check:11s} {row['status']}: {row.get('note') or row.get('error')}",
+              flush=True)  # fmt: skip
+        return
+    rate, unit = (row["steps_per_s"], "steps/s") if row.get("steps_per_s") else (
+        row["frames_per_s"], "frames/s")  # fmt: skip
+    print(f"{name:16s} {check:11s} {rate:8.3f} {unit:8s} MFU {row.get('mfu', math.nan):.3f}  "
+          f"peak {row.get('peak_memory_mib', math.nan):8.0f} MiB", flush=True)  # fmt: skip
 
 
 def main() -> None:
@@ -499,7 +507,7 @@ def main() -> None:
     parser.add_argument("--ddp", choices=["auto", "on", "off"], default="auto",
                         help="the 2-process row (auto: with 2 GPUs)")  # fmt: skip
     parser.add_argument("--flops", choices=["auto", "on", "off"], default="auto",
-                        help="count FLOPs for MFU (auto: when the card's peak is known)")  # fmt: skip
+                        help="count FLOPs for MFU (auto: on CUDA)")  # fmt: skip
     parser.add_argument("--peak-tflops", type=float, help="the card's dense bf16 peak for MFU")
     parser.add_argument("--isolate", choices=["auto", "on", "off"], default="auto",
                         help="one process per preset (auto: on CUDA; on a CPU the presets share "
@@ -511,6 +519,7 @@ def main() -> None:
     parser.add_argument("--inject-nan", metavar="FAMILY", help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--preset", help=argparse.SUPPRESS)
+    parser.add_argument("--part", choices=["core", "compile", "ddp"], help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -518,7 +527,6 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
     if args.worker:
-        args.compile = args.compile == "on"
         print("GPU-CHECK-ROWS " + json.dumps(worker(args)))
         return
 
@@ -531,42 +539,67 @@ def main() -> None:
     if cuda and not torch.cuda.is_available():
         sys.exit("gpu_check: --device cuda but torch sees no GPU")
     presets = args.presets or (PRESETS if cuda else SYNTHETIC)
-    args.compile = args.compile == "on" or (args.compile == "auto" and cuda)
+    compile_ = args.compile == "on" or (args.compile == "auto" and cuda)
+    ddp = args.ddp == "on" or (args.ddp == "auto" and cuda and torch.cuda.device_count() >= 2)
     isolate = args.isolate == "on" or (args.isolate == "auto" and cuda)
     if not isolate:
         os.environ.setdefault("ANIMBENCH_OFFLINE", "1")
         if args.inject_nan:
             _inject_nan(args.inject_nan)
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
-    deadline = time.time() + args.budget_s
-    rows, failures = [], []
-    for i, preset in enumerate(presets):
-        share = (deadline - time.time()) / (len(presets) - i)
-        started = time.time()
+    started = time.time()
+    deadline = started + args.budget_s
+    # the core checks of every preset first, with 60% of the budget when compile or ddp follow
+    parts = [(p, "core") for p in presets]
+    parts += [(p, "compile") for p in presets if compile_] + [(p, "ddp") for p in presets if ddp]
+    core_deadline = started + args.budget_s * (0.6 if len(parts) > len(presets) else 1.0)
+    rows, failures, failed = [], [], set()
+    for preset in presets:
+        for check, on, why in [("compile", compile_, "off (--compile, or a CPU)"),
+                               ("ddp", ddp, "off (--ddp, or fewer than 2 GPUs)")]:  # fmt: skip
+            if not on:
+                rows.append({"preset": preset, "family": preset.split("-")[0], "check": check,
+                             "status": "skipped", "note": why})  # fmt: skip
+    for i, (preset, part) in enumerate(parts):
+        family = preset.split("-")[0]
+        now = time.time()
+        if part == "core":
+            share = (core_deadline - now) / sum(1 for _, q in parts[i:] if q == "core")
+            # a core check may overrun its share, never the whole budget (plus a minute)
+            timeout = max(deadline - now, share) + 60
+        else:
+            share, timeout = (deadline - now) / (len(parts) - i), deadline - now
+            if preset in failed or share < 20:
+                why = "its core checks failed" if preset in failed else (
+                    "not enough of the time budget left")  # fmt: skip
+                rows.append({"preset": preset, "family": family, "check": part,
+                             "status": "skipped", "note": why})  # fmt: skip
+                _print_row(rows[-1])
+                continue
         try:
             if isolate:
-                preset_rows = _run_isolated(args, preset, share, deadline)
+                part_rows = _run_isolated(args, preset, part, share, timeout)
             else:
-                preset_rows = worker(argparse.Namespace(**{**vars(args), "preset": preset,
-                                                           "seconds": share}))  # fmt: skip
+                part_args = {**vars(args), "preset": preset, "part": part, "seconds": share}
+                part_rows = worker(argparse.Namespace(**part_args))
         except Exception as exc:  # noqa: BLE001 - every failure is reported, then exit 1
             error = str(exc) if isolate else f"{type(exc).__name__}: {exc}"
-            family = preset.split("-")[0]
-            failures.append(f"{preset} ({family}): {error}")
-            print(f"FAILED {preset} ({family}): {error}", file=sys.stderr, flush=True)
-            rows.append({"preset": preset, "family": family, "check": "train", "status":
-                         "failed", "error": error, "wall_s": time.time() - started})  # fmt: skip
-            continue
-        for row in preset_rows:
+            if part != "core" and isinstance(exc, TimeoutError):  # too slow is not wrong
+                rows.append({"preset": preset, "family": family, "check": part,
+                             "status": "skipped", "note": error})  # fmt: skip
+                _print_row(rows[-1])
+                continue
+            failed.add(preset)
+            failures.append(f"{preset} ({family}) {part}: {error}")
+            print(f"FAILED {preset} ({family}) {part}: {error}", file=sys.stderr, flush=True)
+            part_rows = [{"preset": preset, "family": family,
+                          "check": "train" if part == "core" else part, "status": "failed",
+                          "error": error, "wall_s": time.time() - now}]  # fmt: skip
+        for row in part_rows:
             rows.append(row)
-            if row["status"] == "ok":
-                rate = row.get("steps_per_s") or row.get("frames_per_s")
-                unit = "steps/s" if row.get("steps_per_s") else "frames/s"
-                print(f"{preset:16s} {row['check']:11s} {rate:8.3f} {unit:8s} "
-                      f"MFU {row.get('mfu', math.nan):.3f}  "
-                      f"peak {row.get('peak_memory_mib', math.nan):8.0f} MiB", flush=True)  # fmt: skip
-            else:
-                print(f"{preset:16s} {row['check']:11s} skipped: {row['note']}", flush=True)
+            _print_row(row)
+    order = {check: i for i, check in enumerate(CHECKS)}
+    rows.sort(key=lambda r: (presets.index(r["preset"]), order[r["check"]]))
     table = typed(pd.DataFrame(rows))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     table.to_parquet(args.out, index=False)
