@@ -1,7 +1,8 @@
 """GPU check: every model family trains a few steps at its paper configuration, reconstructs
 and scores clips, and the run fails loudly on a NaN, a shape error or a device mismatch.
 
-Per preset (one fresh process each, so peak memory is its own and a crash names its family):
+Per preset (on CUDA one fresh process per part, so peak memory is its own and a crash names
+its family):
 
     train     bf16 autocast + channels_last, through the real trainer (data loading, forward,
               backward, optimiser steps; MRAA/TPSMM/CPABMM also run one AVD step)
@@ -22,12 +23,15 @@ MFU is the model FLOPs per second against the card's dense bf16 peak (PEAK_BF16_
 data sheets, no sparsity), for every row (reconstruction runs fp32, so its MFU understates).
 Training FLOPs are counted by torch's FlopCounterMode (2 per multiply-add of convolutions and
 matrix products) over one generator + discriminator step, forward and backward, on a batch of 2,
-scaled to the batch; reconstruction FLOPs over one clip's `drive_clips`. An unknown card, or a
+scaled to the batch; reconstruction FLOPs over `drive_clips` on 2 frames. An unknown card, or a
 CPU, gets MFU NaN with a note (`--peak-tflops` supplies a peak).
 
-The whole run keeps to `--budget-s` (default 300): each preset gets an equal share of what is
-left, its number of timed steps shrinks (down to 1) when a probe step shows it would not fit,
-and the compile and ddp rows are skipped, with a note, when too little time is left.
+The whole run keeps to `--budget-s` (default 300): the core checks (train, reconstruct,
+metrics) of every preset first, each an equal share of 60% of the budget (all of it without
+compile/ddp rows), its timed steps shrinking (down to 1) when the FLOP probe's step shows they
+would not fit; then the compile and the ddp rows in what is left, skipped with a note when too
+little is left or stopped at the budget (one process per preset only: `--isolate`, the CUDA
+default; on a CPU the presets share one process, saving the imports).
 
     python benchmarks/gpu_check.py                          # CUDA: paper presets, paper batch
     python benchmarks/gpu_check.py --device cpu --presets fomm-synthetic --steps 2
