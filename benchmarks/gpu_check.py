@@ -46,6 +46,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -326,7 +327,7 @@ def worker(args: argparse.Namespace) -> list[dict]:
     if count:
         flops_per_sample, probe_s = training_flops(spec, device, family)
         _log(f"{preset}: {flops_per_sample / 1e9:.1f} GFLOP per sample, probe {probe_s:.2f} s")
-        # steps that fit a third of the share (train, compile, ddp), at least 1 timed
+        # timed steps that fit a third of the share (setup, reconstruction, metrics: the rest)
         estimate = max(probe_s * batch / 2, 1e-3)
         steps = max(1, min(steps, int((deadline - time.time()) / 3 / estimate) - 1))
     rows: list[dict] = []
@@ -354,6 +355,8 @@ def worker(args: argparse.Namespace) -> list[dict]:
             kind = "cuda max allocated, largest process" if device.type == "cuda" else (
                 "process RSS peak, largest process")  # fmt: skip
         timing = _check_run(run, family, device)
+        if check != "train":  # the train row's checkpoint is reconstructed, then removed
+            shutil.rmtree(run)
         per_s = 1 / timing["seconds_per_step"]
         flops_per_s = flops_per_sample * batch * per_s
         rows.append({
@@ -383,6 +386,7 @@ def worker(args: argparse.Namespace) -> list[dict]:
     _log(f"{preset}: train rows done")
     # batched reconstruction of the test clips by the trained model, and the frame metrics
     model = to_inference_layout(load_animator(run / "model.pt", device)[0])
+    shutil.rmtree(run)
     test = [
         torch.from_numpy(read_clip(c)).permute(0, 3, 1, 2).float().div(255).to(device)
         for c in list_clips(data / "test")
@@ -472,15 +476,19 @@ def _run_isolated(args: argparse.Namespace, preset: str, part: str, share: float
     if args.inject_nan:
         command += ["--inject-nan", args.inject_nan]
     env = {**os.environ, "ANIMBENCH_OFFLINE": os.environ.get("ANIMBENCH_OFFLINE", "1")}
+    log = Path(args.workdir) / f"{preset}-{part}.log"  # the worker's stderr, kept
+    if timeout <= 0:
+        raise TimeoutError("not run: the time budget was spent")
     try:
-        result = subprocess.run(command, env=env, capture_output=True, text=True,
-                                timeout=timeout)  # fmt: skip
+        with log.open("w") as stderr:
+            result = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=stderr,
+                                    text=True, timeout=timeout)  # fmt: skip
     except subprocess.TimeoutExpired as exc:
-        raise TimeoutError(f"stopped after {timeout:.0f} s, at the time budget") from exc
+        raise TimeoutError(f"stopped after {timeout:.0f} s, at the time budget ({log})") from exc
     out = [line for line in result.stdout.splitlines() if line.startswith("GPU-CHECK-ROWS ")]
     if result.returncode or not out:
-        lines = result.stderr.strip().splitlines() or [f"exit {result.returncode}"]
-        raise RuntimeError(lines[-1])
+        lines = log.read_text().strip().splitlines() or [f"exit {result.returncode}"]
+        raise RuntimeError(f"{lines[-1]} ({log})")
     return json.loads(out[-1].split(" ", 1)[1])
 
 
@@ -570,7 +578,7 @@ def main() -> None:
         if part == "core":
             share = (core_deadline - now) / sum(1 for _, q in parts[i:] if q == "core")
             # a core check may overrun its share, never the whole budget (plus a minute)
-            timeout = max(deadline - now, share) + 60
+            timeout = max(deadline - now, share) + 60 if deadline > now else 0
         else:
             share, timeout = (deadline - now) / (len(parts) - i), deadline - now
             if preset in failed or share < 20:
