@@ -158,7 +158,8 @@ def _inject_nan(family: str) -> None:
 
 def training_flops(spec: dict, device, family: str) -> tuple[float, float]:
     """(FLOPs per training sample, seconds of a warm batch-2 step): generator and discriminator
-    forward and backward, as the trainer's step runs them; one counted step, one timed."""
+    forward and backward, as the trainer's step runs them; one counted step (fp32: the count
+    does not depend on the precision), one timed under bf16 autocast."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -189,7 +190,8 @@ def training_flops(spec: dict, device, family: str) -> tuple[float, float]:
         step()
     _sync(device)
     started = time.perf_counter()
-    step()
+    with torch.autocast(device.type, dtype=torch.bfloat16):  # timed as the check trains
+        step()
     _sync(device)
     return counter.get_total_flops() / 2, time.perf_counter() - started
 
