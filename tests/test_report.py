@@ -5,6 +5,7 @@ absent inputs are notes, never a crash."""
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 import re
@@ -28,6 +29,7 @@ from animbench.report import (
     sample_indices,
     svg_bar_chart,
     svg_line_chart,
+    wide_table_html,
 )
 
 CONFIG = {
@@ -326,6 +328,126 @@ def test_gif_strip_and_helpers():
     assert bar.count('class="bar"') == 3 and "t &lt;&amp;&gt;" in bar and "n/a" in bar
     line = svg_line_chart("l", range(1000), {"x": np.linspace(0, 1, 1000)})
     assert len(re.search(r'points="([^"]*)"', line).group(1).split()) <= 300
+
+
+LONG_NOTE = "VGG19 randomly initialised: the perceptual loss is not the paper's " * 3
+
+
+def hand_table() -> pd.DataFrame:
+    """Two datasets x (L1 ↓, SSIM ↑) for three methods, by hand: MRAA deviates but has the
+    lowest vox L1; MTIA's 0.001 is not a measurement (missing) and must not be the best."""
+    rows = []
+    values = {
+        ("vox", "L1"): {"FOMM": 0.05, "MRAA": 0.04, "MTIA": 0.001},
+        ("vox", "SSIM"): {"FOMM": 0.81, "MRAA": 0.70, "MTIA": np.nan},
+        ("taichi", "L1"): {"FOMM": 0.07, "MRAA": 0.06, "MTIA": 0.065},
+    }
+    papers = {"FOMM": 0.043, "MRAA": 0.041, "MTIA": 0.039}
+    for (dataset, metric), by_method in values.items():
+        for method, value in by_method.items():
+            status = {"MRAA": "deviates", "MTIA": "measured"}.get(method, "measured")
+            if (dataset, method) == ("vox", "MTIA"):
+                status = "missing" if metric == "L1" else "not run"
+            paper = papers[method] if metric == "L1" else np.nan
+            rows.append(
+                table_row(
+                    dataset=dataset,
+                    method=method,
+                    metric=metric,
+                    value=value,
+                    ci_low=value - 0.005,
+                    ci_high=value + 0.005,
+                    paper_value=paper,
+                    delta=value - paper,
+                    status=status,
+                    note=LONG_NOTE if method == "MRAA" else "",
+                    checkpoint_sha256=f"{dataset}-{method}".ljust(64, "0"),
+                )
+            )
+    return pd.DataFrame(rows)
+
+
+def cell_texts(html_text: str) -> dict[tuple[str, int], str]:
+    """(method, column index) -> the cell's HTML, from a paper-shaped table's body."""
+    body = re.search(r"<tbody>(.*?)</tbody>", html_text, re.S).group(1)
+    out = {}
+    for row in re.findall(r"<tr>(.*?)</tr>", body, re.S):
+        method = re.search(r'<th class="method"[^>]*>([^<]*)</th>', row).group(1)
+        for i, cell in enumerate(re.findall(r"<td[^>]*>.*?</td>", row, re.S)):
+            out[(method, i)] = cell
+    return out
+
+
+def test_paper_shape_methods_rows_dataset_metric_columns():
+    html_text = wide_table_html(hand_table(), "table2")
+    head = re.search(r"<thead>(.*?)</thead>", html_text, re.S).group(1)
+    assert re.findall(r'class="dataset">([^<]*)<', head) == ["vox", "taichi"]
+    assert re.findall(r'<th colspan="(\d)"', head) == ["2", "1"]
+    assert re.findall(r'class="metric">([^<]*)<', head) == ["L1 ↓", "SSIM ↑", "L1 ↓"]
+    cells = cell_texts(html_text)
+    assert sorted({m for m, _ in cells}) == ["FOMM", "MRAA", "MTIA"]  # methods as rows
+    assert len(cells) == 9
+    fomm_vox_l1 = cells[("FOMM", 0)]  # ours, its interval, the paper's value, delta
+    assert "0.05" in fomm_vox_l1 and "[0.045, 0.055]" in fomm_vox_l1
+    assert "paper 0.043" in fomm_vox_l1 and "Δ +0.007" in fomm_vox_l1
+    assert "paper" not in cells[("FOMM", 1)]  # no paper value: no paper line
+    assert "not run" in cells[("MTIA", 1)] and "–" in cells[("MTIA", 1)]
+
+
+def test_paper_shape_marks_the_best_per_column():
+    cells = cell_texts(wide_table_html(hand_table(), "table2"))
+    best = {key for key, cell in cells.items() if "best" in cell.split(">", 1)[0]}
+    # vox L1: MRAA's deviating 0.04 (MTIA's 0.001 is missing, not measured); vox SSIM (higher
+    # is better): FOMM's 0.81; taichi L1: MRAA's 0.06
+    assert best == {("MRAA", 0), ("FOMM", 1), ("MRAA", 2)}
+    assert all("<b>" in cells[key] for key in best)
+    assert sum("<b>" in cell for cell in cells.values()) == 3
+    assert 'class="cell deviates best"' in cells[("MRAA", 0)]  # shown as deviating too
+    # the paper's best of a column is underlined: MTIA's 0.039 in both L1 columns
+    assert [k for k, c in cells.items() if "paper-best" in c] == [("MTIA", 0), ("MTIA", 2)]
+    # a metric with no direction (a parameter count) has no best
+    counts = pd.DataFrame(
+        [
+            table_row(
+                dataset="-",
+                method=m,
+                metric="params_M",
+                value=v,
+                paper_value=v,
+                delta=0.0,
+                status="measured",
+                note="",
+            )
+            for m, v in (("a", 1.0), ("b", 2.0))
+        ]
+    )
+    counted = wide_table_html(counts, "table1")
+    assert ' best"' not in counted and "<b>" not in counted and "<u" not in counted
+    assert 'class="dataset"' not in counted  # one header row
+
+
+def test_paper_shape_notes_once_as_footnotes(results: Path):
+    html_text = wide_table_html(hand_table(), "table2")
+    assert html_text.count(html.escape(LONG_NOTE.strip())) == 1  # three MRAA cells, one footnote
+    cells = cell_texts(html_text)
+    refs = {
+        re.search(r'class="note-ref"><a href="#table2-note-(\d+)"', cells[("MRAA", i)]).group(1)
+        for i in range(3)
+    }
+    assert refs == {"1"} and 'id="table2-note-1"' in html_text
+    assert "note-ref" not in cells[("FOMM", 0)]
+    # provenance shared by every row once; the checkpoint per (dataset, method) as lettered
+    # footnotes, each cell referring to its own
+    assert html_text.count("commit: 0123456789abcdef") == 1
+    assert re.search(r'prov-ref"><a href="#table2-prov-a"', cells[("FOMM", 0)])
+    assert html_text.count("checkpoint: vox-MRAA") == 1
+    # in the report: the paper shape leads, the long format follows (one row per value)
+    report = build_report(results, CONFIG, results / "report.html").read_text()
+    table2 = report[report.index("<h3>table2</h3>") : report.index("<h3>table1</h3>")]
+    assert table2.index('<table class="paper-shape">') < table2.index('class="long-format"')
+    assert table2.index('class="long-format"') < table2.index('<table class="results">')
+    long_rows = re.search(r'<table class="results">.*?<tbody>(.*?)</tbody>', table2, re.S)
+    assert long_rows.group(1).count("<tr") == 3
 
 
 BROWSERS = ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome")

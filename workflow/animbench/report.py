@@ -105,6 +105,22 @@ figure { margin: 0; border: 1px solid #eee; padding: 6px; }
 figcaption { font-size: 0.8em; color: #444; max-width: 32em; }
 figure img { image-rendering: pixelated; display: block; }
 svg text { font-family: system-ui, sans-serif; }
+/* the paper-shaped table: methods as rows, dataset x metric as columns */
+table.paper-shape { font-size: 0.9em; }
+table.paper-shape th.dataset { text-align: center; }
+table.paper-shape th.method { text-align: left; white-space: nowrap; background: #fafafa; }
+table.paper-shape td.cell { text-align: right; font-variant-numeric: tabular-nums;
+                            white-space: nowrap; padding: 3px 8px; }
+td.cell .ci, td.cell .paper-line { color: #666; font-size: 0.85em; }
+td.cell .status { color: #a15c00; font-size: 0.8em; }
+td.cell.best { background: #eef7ee; }
+td.cell.deviates { background: #fdecee; }
+td.cell.deviates .ours, td.cell.deviates .status { color: #b00020; }
+td.cell.not-implemented .status, td.cell.not-available .status { color: #888; }
+sup a { text-decoration: none; } sup.prov-ref a { color: #777; }
+.footnotes { font-size: 0.82em; color: #444; margin: 0.3em 0 0.8em; max-width: 90em; }
+ul.footnotes { list-style: none; padding-left: 1.5em; word-break: break-all; }
+.legend { max-width: 90em; }
 """
 
 
@@ -544,6 +560,219 @@ def table_html(table: pd.DataFrame) -> str:
     )
 
 
+# ----------------------------------------------------------------------------- paper shape
+
+# which way is better per metric (the papers' arrows); a metric not here has no "best" marked
+# (parameter and FLOP counts, unknown columns)
+LOWER_IS_BETTER = frozenset({"L1", "AKD", "MKR", "AED", "LPIPS"})
+HIGHER_IS_BETTER = frozenset({"PSNR", "SSIM", "pref_pct"})
+RANKED = frozenset({"measured", "deviates"})  # statuses whose value can be the best
+WIDE_KEYS = ("dataset", "method", "metric", "value")
+NO_DATASET = frozenset({"", "-", "None", "nan"})
+
+
+def better(metric: str) -> str | None:
+    """'lower', 'higher' or None (not ranked) for a metric name."""
+    if metric in LOWER_IS_BETTER:
+        return "lower"
+    if metric in HIGHER_IS_BETTER:
+        return "higher"
+    return None
+
+
+def _signed(value: Any) -> str:
+    text = fmt(value)
+    return f"+{text}" if _finite(value) and float(value) > 0 else text
+
+
+def _best_keys(cells: Mapping[tuple, Mapping[str, Any]], column: str, ranked: bool) -> set:
+    """(row, column) keys of the best finite `column` value per table column (ties: all).
+
+    `cells`: (row, (dataset, metric)) -> record. `ranked`: only measured / deviates rows."""
+    by_column: dict[tuple, list[tuple[tuple, float]]] = {}
+    for key, record in cells.items():
+        direction = better(str(key[1][1]))
+        value = record.get(column)
+        if direction is None or not _finite(value):
+            continue
+        if ranked and record.get("status") not in RANKED:
+            continue
+        by_column.setdefault(key[1], []).append((key, float(value)))
+    best = set()
+    for entries in by_column.values():
+        pick = min if better(str(entries[0][0][1][1])) == "lower" else max
+        target = pick(v for _, v in entries)
+        best.update(k for k, v in entries if v == target)
+    return best
+
+
+class Footnotes:
+    """Numbered once per table: the same text gets the same number (first come, first
+    numbered); `marks` are the references' labels (1, 2, ... or a, b, ...)."""
+
+    def __init__(self, letters: bool = False) -> None:
+        self.texts: dict[str, int] = {}
+        self.letters = letters
+
+    def label(self, number: int) -> str:
+        if not self.letters:
+            return str(number)
+        out = ""
+        while number:
+            number, rest = divmod(number - 1, 26)
+            out = chr(ord("a") + rest) + out
+        return out
+
+    def ref(self, text: str) -> str:
+        """The number's label of `text` (numbering it when new); '' for no text."""
+        if not _present(text) or not str(text).strip():
+            return ""
+        number = self.texts.setdefault(str(text).strip(), len(self.texts) + 1)
+        return self.label(number)
+
+    def items(self) -> list[tuple[str, str]]:
+        return [(self.label(n), t) for t, n in self.texts.items()]
+
+
+def _sup(anchor: str, kind: str, label: str) -> str:
+    """A superscript reference to footnote `label` of kind 'note' or 'prov' ('' for none)."""
+    if not label:
+        return ""
+    target = f"{anchor}-{kind}-{label}"
+    return f'<sup class="{kind}-ref"><a href="#{esc(target)}">{esc(label)}</a></sup>'
+
+
+def wide_table_html(table: pd.DataFrame, name: str = "table") -> str:
+    """The table in the paper's shape: methods as rows, dataset × metric as columns.
+
+    Each cell: our value (bold: the best of its column among measured / deviates rows, by the
+    metric's direction; red: deviates) with its 95% interval, then the paper's value (underlined:
+    the paper's best of the column) and delta. Notes and the provenance not shared by every row
+    are footnotes, each distinct text once per table, referenced by a superscript number
+    (notes) or letter (provenance); provenance shared by every row is one line. '' when the
+    table lacks dataset, method, metric or value.
+    """
+    if not set(WIDE_KEYS) <= set(table.columns) or table.empty:
+        return ""
+    anchor = "".join(c if c.isalnum() else "-" for c in name)
+    records = table.to_dict("records")
+    columns: list[tuple[str, str]] = []  # (dataset, metric) in first-seen order
+    datasets: list[str] = []
+    rows: list[str] = []  # method labels in first-seen order ("method (2)" for duplicates)
+    cells: dict[tuple[str, tuple[str, str]], dict[str, Any]] = {}
+    for record in records:
+        dataset, metric = str(record["dataset"]), str(record["metric"])
+        column = (dataset, metric)
+        if dataset not in datasets:
+            datasets.append(dataset)
+        if column not in columns:
+            columns.append(column)
+        method, copy = str(record["method"]), 1
+        row = method
+        while (row, column) in cells:  # a second row of the same cell: a row of its own
+            copy += 1
+            row = f"{method} ({copy})"
+        if row not in rows:
+            rows.append(row)
+        cells[(row, column)] = record
+    # columns grouped by dataset (in first-seen order), metrics in first-seen order within
+    columns = [c for d in datasets for c in columns if c[0] == d]
+    best = _best_keys(cells, "value", ranked=True)
+    paper_best = _best_keys(cells, "paper_value", ranked=False)
+    shared = shared_provenance(table)
+    notes, origins = Footnotes(), Footnotes(letters=True)
+
+    show_datasets = not all(d in NO_DATASET for d in datasets)
+    head = '<th rowspan="2">method</th>' if show_datasets else "<th>method</th>"
+    if show_datasets:
+        for dataset in datasets:
+            span = sum(1 for c in columns if c[0] == dataset)
+            label = "" if dataset in NO_DATASET else dataset
+            head += f'<th colspan="{span}" class="dataset">{esc(label)}</th>'
+        head += "</tr><tr>"
+    for _, metric in columns:
+        arrow = {"lower": " ↓", "higher": " ↑"}.get(better(metric) or "", "")
+        head += f'<th class="metric">{esc(metric + arrow)}</th>'
+
+    body = []
+    for row in rows:
+        tds = [f'<th class="method" scope="row">{esc(row)}</th>']
+        for column in columns:
+            record = cells.get((row, column))
+            if record is None:
+                tds.append('<td class="cell empty"></td>')
+                continue
+            status = str(record.get("status") or "")
+            css = ["cell", status.replace(" ", "-")] if status else ["cell"]
+            value, low, high = (record.get(k) for k in ("value", "ci_low", "ci_high"))
+            if _finite(value):
+                ours = f'<span class="ours">{esc(fmt(value))}</span>'
+                if (row, column) in best:
+                    css.append("best")
+                    ours = f"<b>{ours}</b>"
+                if _finite(low) and _finite(high):
+                    ours += f' <span class="ci">[{esc(fmt(low))}, {esc(fmt(high))}]</span>'
+            else:
+                ours = '<span class="ours">–</span>'
+            if status and status != "measured":
+                ours += f' <span class="status">{esc(status)}</span>'
+            ours += _sup(anchor, "note", notes.ref(record.get("note")))
+            _, full = provenance(record, skip=shared)
+            ours += _sup(anchor, "prov", origins.ref(full))
+            lines = [f'<div class="ours-line">{ours}</div>']
+            paper = record.get("paper_value")
+            if _finite(paper):
+                paper_text = esc(fmt(paper))
+                if (row, column) in paper_best:
+                    paper_text = f'<u class="paper-best">{paper_text}</u>'
+                delta = record.get("delta")
+                delta_html = (
+                    f' <span class="delta">Δ {esc(_signed(delta))}</span>' if _finite(delta) else ""
+                )
+                lines.append(f'<div class="paper-line">paper {paper_text}{delta_html}</div>')
+            title = [f"{row}, {column[0]} {column[1]}"]
+            for key in ("n_videos", "n_frames", "n_seeds", "seed_std"):
+                if _finite(record.get(key)):
+                    title.append(f"{key} {fmt(record.get(key))}")
+            tds.append(
+                f'<td class="{esc(" ".join(css))}" title="{esc("; ".join(title))}">'
+                f"{''.join(lines)}</td>"
+            )
+        body.append(f"<tr>{''.join(tds)}</tr>")
+
+    legend = (
+        "methods as rows, dataset × metric as columns; ours with its 95% bootstrap interval "
+        "[low, high] over test videos, then the paper's value and Δ = ours − paper; bold: the "
+        "best of a column among measured rows (↓ lower is better, ↑ higher); underlined: the "
+        "paper's best; red: deviates (a number, but not from the preset's setup); "
+        "superscripts: footnotes below"
+    )
+    foot = [f'<p class="meta legend">{esc(legend)}</p>']
+    if notes.texts:
+        foot.append('<ol class="footnotes notes">')
+        foot += [
+            f'<li id="{anchor}-note-{esc(label)}" value="{esc(label)}">{esc(text)}</li>'
+            for label, text in notes.items()
+        ]
+        foot.append("</ol>")
+    origin_lines = [f"{label}: {shared[col]}" for label, col, _ in PROVENANCE if col in shared]
+    if origin_lines:
+        foot.append(
+            f'<p class="meta provenance">provenance of every row: {esc("; ".join(origin_lines))}</p>'
+        )
+    if origins.texts:
+        foot.append('<ul class="footnotes provenance">')
+        foot += [
+            f'<li id="{anchor}-prov-{esc(label)}"><sup>{esc(label)}</sup> {esc(text)}</li>'
+            for label, text in origins.items()
+        ]
+        foot.append("</ul>")
+    return (
+        f'<table class="paper-shape"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table>{''.join(foot)}"
+    )
+
+
 def table_charts(table: pd.DataFrame) -> list[str]:
     """Bar charts of measured vs paper values, one per (dataset, metric) with any number."""
     needed = {"dataset", "method", "metric", "value", "paper_value"}
@@ -596,10 +825,17 @@ def table_section(path: Path) -> str:
         meta.insert(0, "paper " + ", ".join(sorted(map(str, table["paper"].dropna().unique()))))
     charts = table_charts(table)
     chart_html = f'<div class="grid">{"".join(charts)}</div>' if charts else ""
+    wide = wide_table_html(table, path.stem)
+    long_html = table_html(table)
+    if wide:  # the long format below, for those who want it
+        long_html = (
+            '<details class="long-format"><summary>long format: one row per (dataset, method, '
+            f"metric), with each row's note and provenance</summary>{long_html}</details>"
+        )
     return (
-        f'{title}<p class="meta">{esc("; ".join(meta))}</p>{table_html(table)}'
+        f'{title}<p class="meta">{esc("; ".join(meta))}</p>{wide}'
         f"<details open><summary>charts: measured vs paper</summary>{chart_html or '–'}"
-        "</details>"
+        f"</details>{long_html}"
     )
 
 
