@@ -463,7 +463,12 @@ window.addEventListener("load", function () {
     images: images.length,
     broken: images.filter(function (i) { return !i.complete || i.naturalWidth === 0; }).length,
     svgs: document.querySelectorAll("svg").length,
-    tables: document.querySelectorAll("table").length, errors: __errors});
+    tables: document.querySelectorAll("table").length, errors: __errors,
+    paper_shape: document.querySelectorAll("table.paper-shape").length,
+    best_bold: Array.from(document.querySelectorAll("td.cell.best b")).map(function (b) {
+      return Number(getComputedStyle(b).fontWeight) >= 700; }),
+    long_rows: document.querySelectorAll("details.long-format table.results tbody tr").length,
+    footnotes: document.querySelectorAll("ol.footnotes li").length});
   document.body.appendChild(out); });</script>"""
 
 
@@ -494,3 +499,10 @@ def test_report_opens_in_a_headless_browser(results: Path, tmp_path: Path):
     assert check["errors"] == [] and "CONSOLE" not in proc.stderr
     assert check["images"] == 2 and check["broken"] == 0
     assert check["svgs"] >= 5 and check["tables"] >= 3
+    # each table in the paper's shape, the best in bold, notes as footnotes, the long format
+    assert check["paper_shape"] == 2  # table2 and cpab_table1 (table1 is absent)
+    assert check["best_bold"] == [
+        True,
+        True,
+    ]  # table2: synthetic-face L1, vox AKD; cpab_table1: none
+    assert check["long_rows"] == 4 and check["footnotes"] == 3

@@ -7,10 +7,12 @@ Everything is inline, so the file can be mailed or archived alone and opened off
 Sections, each built from what `results/` holds now; an input that is absent is a visible
 "not produced yet" note, one that cannot be read a "could not read" note, never a crash:
 
-- tables: `table1.parquet`, `table2.parquet` and every other `*table*.parquet`, our `value`
-  beside the paper's `paper_value`, `delta`, `status`, `note` and provenance, each followed by
-  bar charts of measured vs paper values per (dataset, metric), measured bars with their 95%
-  bootstrap interval (`ci_low`, `ci_high`) as error bars;
+- tables: `table1.parquet`, `table2.parquet` and every other `*table*.parquet`, each first in
+  the paper's own shape (methods as rows, dataset × metric as columns; in each cell our `value`
+  with its interval, the paper's `paper_value` and `delta`; the best per column in bold), its
+  notes and provenance once per table as footnotes; then bar charts of measured vs paper values
+  per (dataset, metric), measured bars with their 95% bootstrap interval (`ci_low`, `ci_high`)
+  as error bars; then the long format (one row per value, `status`, `note`, provenance);
 - paired comparisons: `pairs.parquet`, each pair of methods' mean difference on the same
   videos, its interval and p-value;
 - sample reconstructions: per (dataset, method), one test clip as an animated GIF, ground truth
@@ -106,12 +108,15 @@ figcaption { font-size: 0.8em; color: #444; max-width: 32em; }
 figure img { image-rendering: pixelated; display: block; }
 svg text { font-family: system-ui, sans-serif; }
 /* the paper-shaped table: methods as rows, dataset x metric as columns */
-table.paper-shape { font-size: 0.9em; }
+div.scroll { overflow-x: auto; max-width: 100%; }
+table.paper-shape { font-size: 0.88em; }
+table.paper-shape th { position: static; }
 table.paper-shape th.dataset { text-align: center; }
 table.paper-shape th.method { text-align: left; white-space: nowrap; background: #fafafa; }
 table.paper-shape td.cell { text-align: right; font-variant-numeric: tabular-nums;
                             white-space: nowrap; padding: 3px 8px; }
-td.cell .ci, td.cell .paper-line { color: #666; font-size: 0.85em; }
+td.cell .ci, td.cell .paper-line { color: #666; font-size: 0.82em; }
+td.cell .dagger { color: #b00020; font-weight: bold; }
 td.cell .status { color: #a15c00; font-size: 0.8em; }
 td.cell.best { background: #eef7ee; }
 td.cell.deviates { background: #fdecee; }
@@ -119,7 +124,8 @@ td.cell.deviates .ours, td.cell.deviates .status { color: #b00020; }
 td.cell.not-implemented .status, td.cell.not-available .status { color: #888; }
 sup a { text-decoration: none; } sup.prov-ref a { color: #777; }
 .footnotes { font-size: 0.82em; color: #444; margin: 0.3em 0 0.8em; max-width: 90em; }
-ul.footnotes { list-style: none; padding-left: 1.5em; word-break: break-all; }
+ul.footnotes { list-style: none; padding-left: 1.5em; columns: 2 28em; }
+ul.footnotes li { word-break: break-all; break-inside: avoid; }
 .legend { max-width: 90em; }
 """
 
@@ -681,6 +687,7 @@ def wide_table_html(table: pd.DataFrame, name: str = "table") -> str:
     paper_best = _best_keys(cells, "paper_value", ranked=False)
     shared = shared_provenance(table)
     notes, origins = Footnotes(), Footnotes(letters=True)
+    shown: dict[str, str] = {}  # a provenance footnote's full text -> its short text
 
     show_datasets = not all(d in NO_DATASET for d in datasets)
     head = '<th rowspan="2">method</th>' if show_datasets else "<th>method</th>"
@@ -710,16 +717,19 @@ def wide_table_html(table: pd.DataFrame, name: str = "table") -> str:
                 if (row, column) in best:
                     css.append("best")
                     ours = f"<b>{ours}</b>"
-                if _finite(low) and _finite(high):
-                    ours += f' <span class="ci">[{esc(fmt(low))}, {esc(fmt(high))}]</span>'
+                if status == "deviates":  # not the preset's setup: never read as measured
+                    ours += '<span class="dagger" title="deviates">†</span>'
             else:
                 ours = '<span class="ours">–</span>'
-            if status and status != "measured":
+            if status and status not in RANKED:
                 ours += f' <span class="status">{esc(status)}</span>'
             ours += _sup(anchor, "note", notes.ref(record.get("note")))
-            _, full = provenance(record, skip=shared)
+            short, full = provenance(record, skip=shared)
             ours += _sup(anchor, "prov", origins.ref(full))
+            shown.setdefault(full.strip(), short)
             lines = [f'<div class="ours-line">{ours}</div>']
+            if _finite(value) and _finite(low) and _finite(high):
+                lines.append(f'<div class="ci">[{esc(fmt(low))}, {esc(fmt(high))}]</div>')
             paper = record.get("paper_value")
             if _finite(paper):
                 paper_text = esc(fmt(paper))
@@ -744,7 +754,7 @@ def wide_table_html(table: pd.DataFrame, name: str = "table") -> str:
         "methods as rows, dataset × metric as columns; ours with its 95% bootstrap interval "
         "[low, high] over test videos, then the paper's value and Δ = ours − paper; bold: the "
         "best of a column among measured rows (↓ lower is better, ↑ higher); underlined: the "
-        "paper's best; red: deviates (a number, but not from the preset's setup); "
+        "paper's best; † and red: deviates (a number, but not from the preset's setup); "
         "superscripts: footnotes below"
     )
     foot = [f'<p class="meta legend">{esc(legend)}</p>']
@@ -763,13 +773,14 @@ def wide_table_html(table: pd.DataFrame, name: str = "table") -> str:
     if origins.texts:
         foot.append('<ul class="footnotes provenance">')
         foot += [
-            f'<li id="{anchor}-prov-{esc(label)}"><sup>{esc(label)}</sup> {esc(text)}</li>'
+            f'<li id="{anchor}-prov-{esc(label)}" title="{esc(text)}"><sup>{esc(label)}</sup> '
+            f"{esc(shown.get(text) or text)}</li>"
             for label, text in origins.items()
         ]
         foot.append("</ul>")
     return (
-        f'<table class="paper-shape"><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(body)}</tbody></table>{''.join(foot)}"
+        f'<div class="scroll"><table class="paper-shape"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>{''.join(foot)}"
     )
 
 
