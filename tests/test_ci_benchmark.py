@@ -7,6 +7,7 @@ Runs in a copy of the repository so a developer's own results/ is left alone.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -124,6 +125,15 @@ def test_report_shows_every_run(ci_run: Path):
     assert report.count('src="data:image/gif;base64,') == 2 * (len(METHODS) + 1)
     assert report.count('<svg class="line-chart"') == 2 * (len(METHODS) + 2)
     assert report.count('<svg class="bar-chart"') > 0 and "45,575,391" in report
+    # each table first in the paper's shape, its notes once as footnotes, the long format below
+    assert report.count('<table class="paper-shape">') >= 2  # table2 and table1 at least
+    table2 = report[report.index("<h3>table2</h3>") : report.index("<h3>table1</h3>")]
+    shaped = table2[: table2.index('class="long-format"')]
+    assert re.search(r'<td class="cell [^"]*best"', shaped)  # a best value marked per column
+    notes = re.findall(r'<li id="table2-note-\d+"[^>]*>([^<]*)</li>', shaped)
+    cells = shaped[: shaped.index('<ol class="footnotes notes">')]
+    assert notes and len(set(notes)) == len(notes) and not any(n in cells for n in notes)
+    assert '<table class="results">' in table2[table2.index('class="long-format"') :]
 
 
 def test_rerun_does_nothing(ci_run: Path):
