@@ -423,7 +423,9 @@ def test_paper_shape_marks_the_best_per_column():
     )
     counted = wide_table_html(counts, "table1")
     assert ' best"' not in counted and "<b>" not in counted and "<u" not in counted
-    assert 'class="dataset"' not in counted  # one header row
+    assert (
+        'class="dataset"' not in counted and "bold:" not in counted
+    )  # nor in its legend  # one header row
 
 
 def test_paper_shape_notes_once_as_footnotes(results: Path):

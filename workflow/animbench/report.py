@@ -750,14 +750,29 @@ def wide_table_html(table: pd.DataFrame, name: str = "table") -> str:
             )
         body.append(f"<tr>{''.join(tds)}</tr>")
 
-    legend = (
-        "methods as rows, dataset × metric as columns; ours with its 95% bootstrap interval "
-        "[low, high] over test videos, then the paper's value and Δ = ours − paper; bold: the "
-        "best of a column among measured rows (↓ lower is better, ↑ higher); underlined: the "
-        "paper's best; † and red: deviates (a number, but not from the preset's setup); "
-        "superscripts: footnotes below"
-    )
-    foot = [f'<p class="meta legend">{esc(legend)}</p>']
+    statuses = {str(r.get("status")) for r in records}
+    has_ci = any(_finite(r.get("ci_low")) and _finite(r.get("ci_high")) for r in records)
+    legend = [
+        "methods as rows, " + ("dataset × metric" if show_datasets else "metrics") + " as columns",
+        "ours"
+        + (" with its 95% bootstrap interval [low, high] over test videos" if has_ci else "")
+        + (
+            ", then the paper's value and Δ = ours − paper"
+            if any(_finite(r.get("paper_value")) for r in records)
+            else ""
+        ),
+    ]
+    if best:
+        legend.append(
+            "bold: the best of a column among measured rows (↓ lower, ↑ higher is better)"
+        )
+    if paper_best:
+        legend.append("underlined: the paper's best")
+    if "deviates" in statuses:
+        legend.append("† and red: deviates (a number, but not from the preset's setup)")
+    if notes.texts or origins.texts:
+        legend.append("superscripts: footnotes below")
+    foot = [f'<p class="meta legend">{esc("; ".join(legend))}</p>']
     if notes.texts:
         foot.append('<ol class="footnotes notes">')
         foot += [
