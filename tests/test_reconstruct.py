@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import TINY_FRAMES, TINY_SIZE, moving_square
 
-from animbench.data.video import list_clips, read_clip
+from animbench.data.video import list_clips, read_clip, to_uint8
 from animbench.errors import ConfigError
 from animbench.evaluate.reconstruct import (
     drive_clip,
@@ -217,3 +217,44 @@ def test_model_run_finishes_clips_before_a_corrupt_one(tiny_dataset, trained_run
     ).is_file()
     assert not (out / clips[1].name).exists()
     assert not (out / "frames.parquet").exists()
+
+
+def test_to_uint8_truncates_as_the_authors_or_rounds():
+    levels = np.array([0.0, 0.4, 0.6, 127.5, 254.7, 255.0, 300.0, -20.0]) / 255
+    np.testing.assert_array_equal(to_uint8(levels, "truncate"), [0, 0, 0, 127, 254, 255, 255, 0])
+    np.testing.assert_array_equal(to_uint8(levels, "round"), [0, 0, 1, 128, 255, 255, 255, 0])
+    with pytest.raises(ValueError, match="quantisation"):
+        to_uint8(levels, "nearest")
+
+
+def test_reconstruction_truncates_by_default_and_records_it(tiny_dataset, tmp_path):
+    """The stored frames are the authors' `(255 * prediction).astype(np.uint8)` unless
+    `--quantisation round`; reconstruct.json says which."""
+    from animbench import cli
+
+    path = ckpt.save_untrained("mraa-synthetic", tmp_path / "model.pt", "test")
+    default = tmp_path / "default"
+    reconstruct(tiny_dataset, "mraa", checkpoint=path, out=default, device="cpu")
+    rounded = tmp_path / "round"
+    argv = ["reconstruct", "--data", str(tiny_dataset), "--method", "mraa"]
+    argv += ["--checkpoint", str(path), "--out", str(rounded), "--device", "cpu"]
+    assert cli.main([*argv, "--quantisation", "round"]) == 0
+    summary = json.loads((default / "reconstruct.json").read_text())
+    assert summary["quantisation"] == "truncate"
+    assert summary["align_corners"] is False  # MRAA's convention, from the checkpoint's spec
+    assert json.loads((rounded / "reconstruct.json").read_text())["quantisation"] == "round"
+    # the same float predictions as reconstruct's (same batches and layout)
+    model = to_inference_layout(load_animator(path, torch.device("cpu"))[0])
+    gt = {
+        clip.name: torch.from_numpy(read_clip(clip)).permute(0, 3, 1, 2).float().div(255.0)
+        for clip in list_clips(tiny_dataset / "test")
+    }
+    predictions = dict(drive_clips(model, gt.items()))
+    differ = 0
+    for name, prediction in predictions.items():
+        floats = prediction.permute(0, 2, 3, 1).numpy()
+        truncated, nearest = read_clip(default / name), read_clip(rounded / name)
+        np.testing.assert_array_equal(truncated, (255 * floats).astype(np.uint8))
+        np.testing.assert_array_equal(nearest, np.rint(255 * floats).astype(np.uint8))
+        differ += int((truncated != nearest).sum())
+    assert differ > 0  # an untrained model's output is not on the 8-bit levels

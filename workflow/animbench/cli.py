@@ -84,6 +84,7 @@ def _cmd_reconstruct(args: argparse.Namespace) -> None:
         checkpoint=args.checkpoint,
         out=args.out,
         device=args.device,
+        quantisation=args.quantisation,
     )
 
 
@@ -263,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--quantisation",
+        choices=["truncate", "round"],
+        default="truncate",
+        help="predicted frames to 8 bits: truncate as the authors' code (default) or round",
+    )
     p.set_defaults(func=_cmd_reconstruct)
 
     p = sub.add_parser(
