@@ -146,9 +146,13 @@ def _cmd_checkpoint_import(args: argparse.Namespace) -> None:
 
         source = fetch(source, args.sha256, args.cache)  # cached, checked against --sha256
     elif args.sha256:
+        from pathlib import Path
+
         from animbench.downloads import sha256_file
         from animbench.errors import DataError
 
+        if not Path(source).is_file():  # before hashing it: one line, as the import says
+            raise DataError(f"{source}: checkpoint not found")
         actual = sha256_file(source)
         if actual != args.sha256.lower():
             raise DataError(f"{source}: sha256 {actual} does not match {args.sha256}")

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from animbench.errors import ConfigError
 from animbench.models.blocks import (
     AntiAliasInterpolation2d,
     Encoder,
@@ -417,7 +418,9 @@ class MRAA(nn.Module):
         # (checkpoints written before the key existed): True, what animbench then ran.
         self.align_corners = bool(common.pop("align_corners", True))
         if common:
-            raise ValueError(f"unknown MRAA common_params: {sorted(common)}")
+            raise ConfigError(
+                f"model_params.common_params: unknown {', '.join(sorted(common))} for MRAA"
+            )
         self.region_predictor = RegionPredictor(
             num_regions=num_regions,
             num_channels=num_channels,

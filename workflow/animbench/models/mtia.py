@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from animbench import weights
+from animbench.errors import ConfigError
 from animbench.models.blocks import warp
 from animbench.models.fomm import DenseMotionNetwork, MultiScaleDiscriminator
 from animbench.models.fomm import OcclusionAwareGenerator as _FOMMGenerator
@@ -586,7 +587,9 @@ class MTIA(nn.Module):
         # (checkpoints written before the key existed): True, what animbench then ran.
         self.align_corners = bool(common.pop("align_corners", True))
         if common:
-            raise ValueError(f"unknown MTIA common_params: {sorted(common)}")
+            raise ConfigError(
+                f"model_params.common_params: unknown {', '.join(sorted(common))} for MTIA"
+            )
         self.kp_detector = TransformerKPDetector(
             num_kp=num_kp,
             num_channels=num_channels,

@@ -512,7 +512,9 @@ class TPSMM(nn.Module):
             )
         self.align_corners = True
         if common:
-            raise ValueError(f"unknown TPSMM common_params: {sorted(common)}")
+            raise ConfigError(
+                f"model_params.common_params: unknown {', '.join(sorted(common))} for TPSMM"
+            )
         self.kp_detector = KPDetector(num_tps, num_channels, **(kp_detector_params or {}))
         self.bg_predictor = (
             BGMotionPredictor(num_channels, **(bg_predictor_params or {})) if bg else None
