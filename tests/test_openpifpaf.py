@@ -60,10 +60,12 @@ def detector(prefix: Path):
 
 # openpifpaf's network on random weights, rigged so that its decoder finds people in random
 # frames (random weights alone find nobody, and zero detections compared with zero detections
-# test nothing): each head's confidence logits get a large bias on top of their random,
-# pixel-dependent part, and its vector and scale regressions are shrunk, so the fields vote
-# near where they are computed. What is found still depends on the pixels (the random backbone
-# and head weights), so batched and per-frame requests must agree on real detections.
+# test nothing). The random backbone's features are tiny (~1e-6) but depend on the pixels, so
+# each head's confidence weights are scaled up by 1e6 (confidences then range over ~0.01–1
+# with the image) on a +3 logit bias; vectors are shrunk so the fields vote near their own cell,
+# and scales raised (softplus(+4) ≈ 4 cells) so neighbouring votes add up in openpifpaf's
+# high-resolution confidence map past its seed threshold. Which person wins then depends on
+# the pixels by clear margins, not float noise, so batched and per-frame requests must agree.
 _RIG = """
 import sys, torch, openpifpaf
 torch.manual_seed(0)
@@ -77,13 +79,14 @@ with torch.no_grad():
         weight = head.conv.weight.view(*shape, -1)
         bias = head.conv.bias.view(shape)
         confidences = slice(1, 1 + head.n_confidences)
-        bias[:, confidences] += float(sys.argv[2])
-        rest = slice(1 + head.n_confidences, None)
-        weight[:, rest] *= 0.05
-        bias[:, rest] *= 0.05
+        weight[:, confidences] *= 1e6
+        bias[:, confidences] += 3.0
+        regressions = slice(1 + head.n_confidences, None)
+        weight[:, regressions] *= 0.05
+        bias[:, regressions] *= 0.05
+        bias[:, 1 + head.n_confidences + 2 * head.n_vectors :] += 4.0
 torch.save({"model": net, "epoch": 0}, sys.argv[1])
 """
-RIG_BIAS = 3.0
 
 
 @pytest.fixture(scope="module")
@@ -91,9 +94,7 @@ def rigged(prefix: Path, tmp_path_factory) -> OpenPifPafDetector:
     """A detector that finds people (see _RIG), batch size 3."""
     path = tmp_path_factory.mktemp("openpifpaf") / "rigged.pkl"
     python = pose_env.pose_python(prefix)
-    subprocess.run(
-        [str(python), "-I", "-c", _RIG, str(path), str(RIG_BIAS)], check=True, timeout=300
-    )
+    subprocess.run([str(python), "-I", "-c", _RIG, str(path)], check=True, timeout=300)
     with OpenPifPafDetector(pose_env=prefix, checkpoint=path, batch_size=3, threads=1) as det:
         yield det
 
