@@ -105,7 +105,9 @@ def test_fomm_reconstruction(tiny_dataset, trained_run, tmp_path):
         clip = torch.from_numpy(truth).permute(0, 3, 1, 2).float() / 255
         expected = drive_clip(model, clip, batch_frames=3)  # chunking must not matter
         stored = torch.from_numpy(predicted).permute(0, 3, 1, 2).float() / 255
-        assert (stored - expected).abs().max() <= 0.5 / 255 + 1e-6
+        # truncated to 8 bits, as the authors' code stores frames: never above, < 1 level below
+        below = expected - stored
+        assert below.min() >= -1e-6 and below.max() < 1 / 255 + 1e-6
         l1 = (expected - clip).abs().flatten(1).mean(1)
         np.testing.assert_allclose(rows["l1"], l1.numpy(), atol=1e-5, rtol=0)
     summary = json.loads((out / "reconstruct.json").read_text())
