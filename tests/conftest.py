@@ -30,6 +30,24 @@ torch.set_num_threads(1)
 # the sibling `shared/` folder of the checkout (reference manifests); absent on some machines
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
+# The authors' state_dict layouts per (model, dataset): {network: {params, state_dict: key →
+# shape}}, computed by instantiating the reference code (shared/reference/state_dicts), kept
+# here gzipped so the exact-layout tests run in every clone.
+MANIFESTS = Path(__file__).resolve().parent / "reference" / "state_dicts"
+MANIFEST_NAMES = sorted(p.name.removesuffix(".json.gz") for p in MANIFESTS.glob("*.json.gz"))
+
+
+def reference_manifest(name: str) -> dict:
+    """The manifest `<model>_<dataset>` (e.g. fomm_vox256); a missing one fails the test."""
+    import gzip
+    import json
+
+    path = MANIFESTS / f"{name}.json.gz"
+    if not path.is_file():
+        pytest.fail(f"{path} is missing (tests/reference ships every manifest)")
+    return json.loads(gzip.decompress(path.read_bytes()))
+
+
 TINY_SIZE = 32
 TINY_FRAMES = 8
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import offline_weights
 
 from animbench.data.video import write_clip
 
@@ -160,3 +162,70 @@ def test_missing_checkpoint_names_the_file(dataset: Path, tmp_path: Path):
         )
     )
     assert str(missing) in line
+
+
+def _main_error(argv: list[str], capsys) -> str:
+    """Run the command line in process (cheaper than a subprocess); its one error line."""
+    from animbench.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    return errors[0]
+
+
+def _train_argv(dataset: Path, out: Path, preset: str, overrides: dict) -> list[str]:
+    import json
+
+    method = preset.split("-")[0]
+    args = ["train", "--data", str(dataset), "--method", method, "--preset", preset]
+    return [*args, "--overrides", json.dumps(overrides), "--out", str(out), "--device", "cpu"]
+
+
+def test_too_few_clips_for_a_batch(dataset: Path, tmp_path: Path, capsys):
+    # 3 training identities, a batch of 8: not one batch per epoch
+    overrides = {
+        "train_params": {"batch_size": 8, "num_repeats": 1, "max_steps": 1},
+        "dataset_params": {"frame_shape": [32, 32, 3]},
+    }
+    argv = _train_argv(dataset, tmp_path / "run", "fomm-synthetic", overrides)
+    with offline_weights(tmp_path / "cache"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "VGG19 ImageNet weights unavailable")
+        line = _main_error(argv, capsys)
+    assert str(dataset) in line and "fewer training items (3) than one batch (8)" in line
+    assert "train_params.batch_size" in line
+
+
+@pytest.mark.parametrize(
+    "preset, overrides, key",
+    [
+        (
+            "fomm-synthetic",
+            {"generator_params": {"block_expanson": 8}},
+            "model_params.generator_params.block_expanson",
+        ),
+        (
+            "fomm-synthetic",
+            {"generator_params": {"dense_motion_params": {"num_block": 2}}},
+            "model_params.generator_params.dense_motion_params.num_block",
+        ),
+        ("fomm-synthetic", {"common_params": {"num_kps": 5}}, "model_params.common_params"),
+        ("mraa-synthetic", {"common_params": {"num_region": 5}}, "model_params.common_params"),
+        ("tpsmm-synthetic", {"kp_detector_params": {"widht": 8}}, "kp_detector_params.widht"),
+    ],
+)
+def test_model_params_typo_names_the_key(dataset, tmp_path, capsys, preset, overrides, key):
+    argv = _train_argv(dataset, tmp_path / "run", preset, {"model_params": overrides})
+    line = _main_error(argv, capsys)
+    assert key in line
+    typo = key.rsplit(".", 1)[-1] if "common_params" not in key else ""
+    assert typo in line
+
+
+def test_checkpoint_import_sha256_of_a_missing_file(tmp_path: Path, capsys):
+    missing = tmp_path / "vox-cpk.pth.tar"
+    argv = ["checkpoint", "import", "--preset", "fomm-vox256", str(missing)]
+    line = _main_error([*argv, "--sha256", "ab" * 32, "-o", str(tmp_path / "out.pt")], capsys)
+    assert f"{missing}: checkpoint not found" in line
+    assert not (tmp_path / "out.pt").exists()

@@ -4,13 +4,12 @@ Table 2 presets, the objective's semantic losses, training and checkpoint import
 from __future__ import annotations
 
 import functools
-import json
 import math
 import warnings
 
 import pytest
 import torch
-from conftest import SHARED, offline_weights
+from conftest import offline_weights, reference_manifest
 
 from animbench.errors import DataError
 from animbench.models import registry
@@ -21,7 +20,6 @@ from animbench.train.cpab_objective import CPABObjective
 from animbench.train.objectives import AVD_OBJECTIVES, OBJECTIVES
 from animbench.train.tps_objective import TPSAVDObjective
 
-MANIFESTS = SHARED / "reference" / "state_dicts"
 DATASETS = ["vox256", "taichi256", "ted384", "mgif256"]
 TABLE2 = ["cpab", "cpab-global", "cpab-global-ks", "cpab-global-struc"]
 TINY_VIT = {"embed_dim": 32, "depth": 2, "num_heads": 2}
@@ -161,10 +159,7 @@ def test_counts_tpsmm_networks_and_the_cpab_dense_motion():
 
 
 def test_tpsmm_networks_equal_the_reference_manifests():
-    path = MANIFESTS / "tpsmm_vox256.json"
-    if not path.is_file():
-        pytest.skip(f"{path} (the reference manifests beside the checkout) is absent")
-    manifest = json.loads(path.read_text())
+    manifest = reference_manifest("tpsmm_vox256")
     model = _built("cpabmm-vox256")
     assert set(model.networks) == set(manifest)
     for name in ("inpainting_network", "kp_detector", "bg_predictor", "avd_network"):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED
+from conftest import MANIFEST_NAMES, MANIFESTS, SHARED, reference_manifest
 
 from animbench import cli
 from animbench.errors import DataError
@@ -18,36 +18,34 @@ from animbench.models import registry
 from animbench.models.import_checkpoint import import_checkpoint, read_authors_file
 from animbench.train import checkpoint as ckpt
 
-MANIFESTS = SHARED / "reference" / "state_dicts"
-MANIFEST_NAMES = (
-    sorted(p.stem for p in MANIFESTS.glob("*.json"))
-    if MANIFESTS.is_dir()
-    else ["fomm_vox256", "mraa_vox256", "mtia_voxceleb1"]
-)
 # manifest dataset names that differ from our preset names
 PRESET_ALIASES = {"mtia_voxceleb1": ["mtia-voxceleb1", "mtia-vox256"]}
 
 
 def _manifest(name: str) -> dict:
-    if not SHARED.is_dir():
-        pytest.skip(f"{SHARED} (the reference manifests beside the checkout) is absent")
-    path = MANIFESTS / f"{name}.json"
-    if not path.is_file():
-        pytest.skip(f"{path} is absent")
-    return json.loads(path.read_text())
+    return reference_manifest(name)
 
 
 def _preset(name: str) -> str:
-    method = name.split("_")[0]
-    if not registry.is_implemented(method):
-        pytest.skip(f"{registry.METHOD_NAMES.get(method, method)} is not implemented yet")
+    """The registry preset of a manifest: every manifest has one, so a missing one fails."""
     for preset in PRESET_ALIASES.get(name, [name.replace("_", "-")]):
-        try:
-            registry.get_preset(preset)
+        if preset in registry.PRESETS:
             return preset
-        except Exception:
-            continue
-    pytest.skip(f"no preset for manifest {name} in the registry")
+    pytest.fail(f"no preset for the authors' manifest {name} in the registry")
+
+
+def test_every_authors_manifest_is_shipped():
+    """tests/reference holds the 17 manifests of shared/reference (FOMM 5, MRAA 4, MTIA 4,
+    TPSMM 4), equal to the originals where the shared folder is present."""
+    assert len(MANIFEST_NAMES) == 17
+    assert {name.split("_")[0] for name in MANIFEST_NAMES} == {"fomm", "mraa", "mtia", "tpsmm"}
+    originals = SHARED / "reference" / "state_dicts"
+    if originals.is_dir():
+        assert sorted(p.stem for p in originals.glob("*.json")) == MANIFEST_NAMES
+        for name in MANIFEST_NAMES:
+            original = json.loads((originals / f"{name}.json").read_text())
+            assert reference_manifest(name) == original, name
+    assert MANIFESTS.is_dir()
 
 
 def _tensor(key: str, shape: list[int], generator: torch.Generator) -> torch.Tensor:
@@ -113,8 +111,13 @@ def test_import_every_manifest(name, tmp_path):
         assert state.keys() == original[net].keys(), net
         for key, value in original[net].items():
             assert torch.equal(state[key], value), f"{net}.{key}"
+    # the warps' convention the authors trained with (torch < 1.3 or explicit True; MRAA and
+    # MTIA on torch 1.4 and 1.6 got grid_sample's new default, False), recorded and used
+    expected = name.split("_")[0] not in ("mraa", "mtia")
+    assert payload["preset"]["model_params"]["common_params"]["align_corners"] is expected
     # the imported checkpoint loads into the registry model as a trained one would
-    load_animator(out, torch.device("cpu"))
+    model, _ = load_animator(out, torch.device("cpu"))
+    assert model.align_corners is expected
 
 
 def test_missing_tensor_names_it(tmp_path):

@@ -154,3 +154,25 @@ def test_ted_requires_test_ids(tmp_path):
     table = read_metadata(csv_path, "ted", {"abcdefghijk"})
     assert list(table["partition"]) == ["test"]
     assert list(table["name"]) == ["abcdefghijk#000001#000009"]
+
+
+@pytest.mark.parametrize("bad_line", [2, 400])
+def test_invalid_utf8_names_file_and_line(tmp_path, bad_line):
+    """One line naming the line of the bad byte, also past the first block a streamed decoder
+    reads ahead (400 rows ≈ 19 kB)."""
+    rows = [b"aaaaaaaaaaa,10,20,1-2-3-4,25,640,360,train\n"] * 500
+    rows[bad_line - 2] = b"aaaaaaaaaaa,10,20,1-2-3-4,25,640,360,tr\xe9in\n"  # latin-1 é
+    csv_path = tmp_path / "latin1-metadata.csv"
+    csv_path.write_bytes(HEADER.encode() + b"\n" + b"".join(rows))
+    with pytest.raises(DataError) as err:
+        read_metadata(csv_path, "taichi")
+    msg = str(err.value)
+    assert "\n" not in msg and str(csv_path) in msg
+    assert f"line {bad_line}: not valid UTF-8 (byte 0xe9 at column 40)" in msg
+
+
+def test_clip_list_with_invalid_utf8_names_the_line(tmp_path):
+    path = tmp_path / "clips.txt"
+    path.write_bytes(b"abcdefghijk#000001#000009\n\xff\n")
+    with pytest.raises(DataError, match=r"clips.txt: line 2: not valid UTF-8 \(byte 0xff"):
+        metadata.test_youtube_ids(path)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import functools
-import json
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import SHARED
+from conftest import reference_manifest
 
 from animbench.models import registry
 from animbench.models.blocks import (
@@ -20,7 +19,6 @@ from animbench.models.blocks import (
 from animbench.models.fomm import DenseMotionNetwork, KPDetector
 
 FOMM_DATASETS = ["vox256", "taichi256", "mgif256", "nemo256", "bair256"]
-MANIFESTS = SHARED / "reference" / "state_dicts"
 
 
 @functools.lru_cache(maxsize=1)
@@ -34,12 +32,7 @@ def _built(preset: str) -> torch.nn.Module:
 
 @pytest.mark.parametrize("dataset", FOMM_DATASETS)
 def test_layout_equals_reference_manifest(dataset):
-    manifest_path = MANIFESTS / f"fomm_{dataset}.json"
-    if not SHARED.is_dir():
-        pytest.skip(f"{SHARED} (the reference manifests beside the checkout) is absent")
-    if not manifest_path.is_file():
-        pytest.skip(f"{manifest_path} is absent")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = reference_manifest(f"fomm_{dataset}")
     model = _built(f"fomm-{dataset}")
     assert {"generator", "kp_detector"} <= set(manifest)
     for net, reference in manifest.items():

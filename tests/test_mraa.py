@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import functools
-import json
 import math
 import warnings
 
 import pytest
 import torch
-from conftest import SHARED, offline_weights
+from conftest import offline_weights, reference_manifest
 
 from animbench.models import registry
 from animbench.models.blocks import (
@@ -30,7 +29,6 @@ from animbench.train.objectives import OBJECTIVES
 from animbench.train.region_objective import AVDObjective, RegionObjective, random_scale
 
 MRAA_DATASETS = ["vox256", "taichi256", "ted384", "mgif256"]
-MANIFESTS = SHARED / "reference" / "state_dicts"
 
 
 @functools.lru_cache(maxsize=1)
@@ -49,12 +47,7 @@ def _synthetic(**overrides) -> MRAA:
 
 @pytest.mark.parametrize("dataset", MRAA_DATASETS)
 def test_layout_equals_reference_manifest(dataset):
-    manifest_path = MANIFESTS / f"mraa_{dataset}.json"
-    if not SHARED.is_dir():
-        pytest.skip(f"{SHARED} (the reference manifests beside the checkout) is absent")
-    if not manifest_path.is_file():
-        pytest.skip(f"{manifest_path} is absent")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = reference_manifest(f"mraa_{dataset}")
     model = _built(f"mraa-{dataset}")
     assert set(manifest) == set(model.networks)
     for net, reference in manifest.items():

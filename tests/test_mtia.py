@@ -4,11 +4,10 @@ losses, one optimisation step and the registry."""
 from __future__ import annotations
 
 import functools
-import json
 
 import pytest
 import torch
-from conftest import SHARED
+from conftest import reference_manifest
 
 from animbench.models import registry
 from animbench.models.blocks import count_parameters
@@ -19,7 +18,6 @@ from animbench.train.objectives import (
     fg_mask_concentration_loss,
 )
 
-MANIFESTS = SHARED / "reference" / "state_dicts"
 MTIA_PRESETS = {
     "voxceleb1": "mtia-vox256",
     "taichi256": "mtia-taichi256",
@@ -53,12 +51,7 @@ def _small(**kp) -> torch.nn.Module:
 
 @pytest.mark.parametrize("dataset", sorted(MTIA_PRESETS))
 def test_layout_equals_reference_manifest(dataset):
-    manifest_path = MANIFESTS / f"mtia_{dataset}.json"
-    if not SHARED.is_dir():
-        pytest.skip(f"{SHARED} (the reference manifests beside the checkout) is absent")
-    if not manifest_path.is_file():
-        pytest.skip(f"{manifest_path} is absent")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = reference_manifest(f"mtia_{dataset}")
     model = _built(MTIA_PRESETS[dataset])
     assert set(model.networks) == set(manifest)
     for net, reference in manifest.items():

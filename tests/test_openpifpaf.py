@@ -2,8 +2,9 @@
 
 Tests that need the pose environment (``animbench pose-env``) skip without it, unless
 ANIMBENCH_REQUIRE_POSE_ENV=1 (CI), where they fail. They run openpifpaf's real shufflenetv2k16
-network with cif/caf heads on random weights: it finds nobody, so they check shapes, dtypes,
-batching and the handling of missing people, not accuracy.
+network with cif/caf heads on random weights: it finds nobody, so they check shapes, dtypes
+and the handling of missing people, not accuracy; the batching test rigs those weights so that
+people are found (`_RIG`).
 """
 
 from __future__ import annotations
@@ -54,6 +55,47 @@ def prefix() -> Path:
 @pytest.fixture(scope="module")
 def detector(prefix: Path):
     with OpenPifPafDetector(pose_env=prefix, random_weights=True, batch_size=3, threads=1) as det:
+        yield det
+
+
+# openpifpaf's network on random weights, rigged so that its decoder finds people in random
+# frames (random weights alone find nobody, and zero detections compared with zero detections
+# test nothing). The random backbone's features are tiny (~1e-6) but depend on the pixels, so
+# each head's confidence weights are scaled up by 1e6 (confidences then range over ~0.01–1
+# with the image) on a +3 logit bias; vectors are shrunk so the fields vote near their own cell,
+# and scales raised (softplus(+4) ≈ 4 cells) so neighbouring votes add up in openpifpaf's
+# high-resolution confidence map past its seed threshold. Which person wins then depends on
+# the pixels by clear margins, not float noise, so batched and per-frame requests must agree.
+_RIG = """
+import sys, torch, openpifpaf
+torch.manual_seed(0)
+metas = openpifpaf.plugins.coco.CocoKp().head_metas
+net, _ = openpifpaf.network.Factory(base_name="shufflenetv2k16").factory(head_metas=metas)
+with torch.no_grad():
+    for head in net.head_nets:
+        # conv channels: (field, component, sub-pixel) before the pixel shuffle; components
+        # are (width, confidences, vectors x/y, scales)
+        shape = (head.n_fields, head.n_components, head.upsample_stride**2)
+        weight = head.conv.weight.view(*shape, -1)
+        bias = head.conv.bias.view(shape)
+        confidences = slice(1, 1 + head.n_confidences)
+        weight[:, confidences] *= 1e6
+        bias[:, confidences] += 3.0
+        regressions = slice(1 + head.n_confidences, None)
+        weight[:, regressions] *= 0.05
+        bias[:, regressions] *= 0.05
+        bias[:, 1 + head.n_confidences + 2 * head.n_vectors :] += 4.0
+torch.save({"model": net, "epoch": 0}, sys.argv[1])
+"""
+
+
+@pytest.fixture(scope="module")
+def rigged(prefix: Path, tmp_path_factory) -> OpenPifPafDetector:
+    """A detector that finds people (see _RIG), batch size 3."""
+    path = tmp_path_factory.mktemp("openpifpaf") / "rigged.pkl"
+    python = pose_env.pose_python(prefix)
+    subprocess.run([str(python), "-I", "-c", _RIG, str(path)], check=True, timeout=300)
+    with OpenPifPafDetector(pose_env=prefix, checkpoint=path, batch_size=3, threads=1) as det:
         yield det
 
 
@@ -142,12 +184,18 @@ def test_shapes_and_missing_people(detector: OpenPifPafDetector) -> None:
     assert detector.weights_sha256 is None
 
 
-def test_batch_equals_frame_by_frame(detector: OpenPifPafDetector) -> None:
+def test_batch_equals_frame_by_frame(rigged: OpenPifPafDetector) -> None:
     frames = _frames(5, 256, seed=1)
-    batched = detector.raw(frames)  # batch_size 3: requests of 3 and 2 frames
-    single = np.concatenate([detector.raw(frame) for frame in frames])
+    batched = rigged.raw(frames)  # batch_size 3: requests of 3 and 2 frames
+    single = np.concatenate([rigged.raw(frame) for frame in frames])
     assert batched.shape == (5, NUM_KEYPOINTS, 3)
+    # people found in every frame, at different places: the comparison compares detections
+    found = batched[..., 2] >= KEYPOINT_THRESHOLD
+    assert found.any(axis=1).all(), found.sum(axis=1)
+    assert len({batched[i, :, :2].tobytes() for i in range(5)}) == 5
     np.testing.assert_allclose(batched, single, atol=1e-3)
+    detected = rigged.detect(frames).detected
+    assert detected.sum() > 0 and np.array_equal(detected, found)
 
 
 def test_empty_batch_and_single_frame(detector: OpenPifPafDetector) -> None:

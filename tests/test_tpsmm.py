@@ -4,13 +4,12 @@ inpainting, objectives, training through the shared trainer, checkpoint import."
 from __future__ import annotations
 
 import functools
-import json
 import math
 import warnings
 
 import pytest
 import torch
-from conftest import SHARED, offline_weights
+from conftest import offline_weights, reference_manifest
 
 from animbench.errors import DataError
 from animbench.models import registry
@@ -36,7 +35,6 @@ from animbench.train.tps_objective import (
 from animbench.train.trainer import clip_gradients
 
 TPSMM_DATASETS = ["vox256", "taichi256", "ted384", "mgif256"]
-MANIFESTS = SHARED / "reference" / "state_dicts"
 
 
 @functools.lru_cache(maxsize=1)
@@ -61,12 +59,7 @@ def _train_params() -> dict:
 
 @pytest.mark.parametrize("dataset", TPSMM_DATASETS)
 def test_layout_equals_reference_manifest(dataset):
-    manifest_path = MANIFESTS / f"tpsmm_{dataset}.json"
-    if not SHARED.is_dir():
-        pytest.skip(f"{SHARED} (the reference manifests beside the checkout) is absent")
-    if not manifest_path.is_file():
-        pytest.skip(f"{manifest_path} is absent")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = reference_manifest(f"tpsmm_{dataset}")
     model = _built(f"tpsmm-{dataset}")
     # the manifests list a bg_predictor for every dataset; mgif's config (bg False) builds none
     expected_networks = set(manifest) - ({"bg_predictor"} if dataset == "mgif256" else set())
@@ -522,10 +515,7 @@ def test_a_few_steps_lower_the_loss():
 
 
 def _vox_manifest() -> dict:
-    path = MANIFESTS / "tpsmm_vox256.json"
-    if not path.is_file():
-        pytest.skip(f"{path} (the reference manifests beside the checkout) is absent")
-    return json.loads(path.read_text())
+    return reference_manifest("tpsmm_vox256")
 
 
 @pytest.mark.slow  # writes and reads 85M-parameter files (≈12 s)

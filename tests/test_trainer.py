@@ -116,7 +116,7 @@ def test_resumed_run_equals_uninterrupted_run(trained_run, tiny_dataset, tmp_pat
 def test_too_few_clips_for_a_batch(tiny_dataset, tmp_path):
     overrides = copy.deepcopy(TINY_OVERRIDES)
     overrides["train_params"]["batch_size"] = 64
-    with pytest.raises(ValueError, match="fewer training items"):
+    with pytest.raises(DataError, match="fewer training items"):
         train_tiny(tiny_dataset, tmp_path / "run", tmp_path / "cache", overrides=overrides)
 
 

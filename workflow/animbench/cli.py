@@ -89,6 +89,7 @@ def _cmd_reconstruct(args: argparse.Namespace) -> None:
         checkpoint=args.checkpoint,
         out=args.out,
         device=args.device,
+        quantisation=args.quantisation,
     )
 
 
@@ -185,9 +186,13 @@ def _cmd_checkpoint_import(args: argparse.Namespace) -> None:
 
         source = fetch(source, args.sha256, args.cache)  # cached, checked against --sha256
     elif args.sha256:
+        from pathlib import Path
+
         from animbench.downloads import sha256_file
         from animbench.errors import DataError
 
+        if not Path(source).is_file():  # before hashing it: one line, as the import says
+            raise DataError(f"{source}: checkpoint not found")
         actual = sha256_file(source)
         if actual != args.sha256.lower():
             raise DataError(f"{source}: sha256 {actual} does not match {args.sha256}")
@@ -313,6 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--quantisation",
+        choices=["truncate", "round"],
+        default="truncate",
+        help="predicted frames to 8 bits: truncate as the authors' code (default) or round",
+    )
     p.set_defaults(func=_cmd_reconstruct)
 
     p = sub.add_parser(

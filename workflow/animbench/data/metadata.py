@@ -22,6 +22,7 @@ Schema: ``video_id,start,end,bbox,fps,width,height,partition[,person_id]``; bbox
 from __future__ import annotations
 
 import csv
+import io
 import re
 from pathlib import Path
 
@@ -72,13 +73,29 @@ def youtube_id_of_clip(name: str) -> str:
     return parts[0]
 
 
+def read_utf8(path: Path, what: str) -> str:
+    """The text of a UTF-8 file. Invalid bytes fail with one line naming their line: decoding
+    the whole file first, because a streamed reader decodes ahead in blocks and would report
+    the error at the line it had reached, not the bad one."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read {what} ({exc.strerror or exc})") from exc
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        byte = data[exc.start : exc.start + 1].hex()
+        raise DataError(
+            f"{path}: line {line}: not valid UTF-8 (byte 0x{byte} at column {column})"
+        ) from None
+
+
 def test_youtube_ids(clip_list_path: str | Path) -> set[str]:
     """YouTube ids of the clips listed (one name per line) in an MTIA test list."""
     path = Path(clip_list_path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read clip list ({exc.strerror or exc})") from exc
+    lines = read_utf8(path, "clip list").splitlines()
     ids: set[str] = set()
     for lineno, line in enumerate(lines, start=1):
         line = line.strip()
@@ -168,10 +185,7 @@ def read_metadata(path: str | Path, dataset: str, test_ids: set[str] | None = No
     if dataset == "ted" and test_ids is None:
         raise DataError(f"{path}: TED metadata needs test_ids (see test_youtube_ids)")
     required = REQUIRED + (("person_id",) if dataset == "vox" else ())
-    try:
-        fh = open(path, newline="", encoding="utf-8")
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read metadata ({exc.strerror or exc})") from exc
+    fh = io.StringIO(read_utf8(path, "metadata"), newline="")
     rows: list[dict] = []
     with fh:
         reader = csv.reader(fh)

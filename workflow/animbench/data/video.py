@@ -317,6 +317,18 @@ def to_float(frames: np.ndarray) -> np.ndarray:
     return frames.astype(np.float32) / 255.0
 
 
-def to_uint8(frames: np.ndarray) -> np.ndarray:
-    """Float frames in [0, 1] to uint8, rounding (the reference truncates; we round and say so)."""
-    return np.clip(np.rint(np.asarray(frames) * 255.0), 0, 255).astype(np.uint8)
+QUANTISATIONS = ("truncate", "round")
+
+
+def to_uint8(frames: np.ndarray, quantisation: str = "round") -> np.ndarray:
+    """Float frames in [0, 1] to uint8. "round" to the nearest level; "truncate" as the
+    authors' reconstruction saves its predictions, `(255 * prediction).astype(np.uint8)` (the
+    floor, on average half a level darker than rounding)."""
+    scaled = np.asarray(frames) * 255.0
+    if quantisation == "round":
+        scaled = np.rint(scaled)
+    elif quantisation == "truncate":
+        scaled = np.floor(scaled)  # = astype's truncation for the non-negative values kept
+    else:
+        raise ValueError(f"quantisation {quantisation!r}: expected one of {QUANTISATIONS}")
+    return np.clip(scaled, 0, 255).astype(np.uint8)

@@ -3,7 +3,9 @@
 Source = frame 0 of each test clip, keypoints of the source computed once; every frame, frame 0
 included, is driven with absolute motion. L1 is computed on float frames in [0, 1] before
 quantisation; predictions are stored lossless (PNG folders), so detector metrics see exactly
-what the model produced, up to 8-bit rounding.
+what the model produced, up to 8-bit quantisation. That quantisation truncates by default, as
+the authors' reconstruction saves `(255 * prediction).astype(np.uint8)`, so the detector
+metrics (AKD, AED, MKR) see the frames theirs saw; `quantisation="round"` rounds instead.
 
 The model runs batched over frames and clips: frames of consecutive clips fill batches of
 `batch_frames`, each frame paired with its own clip's source and source keypoints, so short clips
@@ -15,10 +17,10 @@ measures the speed-up over driving one frame at a time.
 Output folder:
     <clip>/0000000.png ...   predicted frames
     .frames/<clip>.parquet   per-frame L1 of a finished clip (lets an interrupted run resume)
-    .frames/record.json      method and checkpoint sha256 the finished clips came from: a run
-                             with another checkpoint redoes every clip
+    .frames/record.json      method, checkpoint sha256 and quantisation the finished clips came
+                             from: a run with another checkpoint or quantisation redoes them all
     frames.parquet           video, frame, l1, psnr, ssim, lpips for all clips (written last)
-    reconstruct.json         method, checkpoint and its sha256, warnings, counts
+    reconstruct.json         method, checkpoint and its sha256, warnings, counts, quantisation
 """
 
 from __future__ import annotations
@@ -36,7 +38,14 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from animbench.data.video import clip_name, list_clips, read_clip, to_uint8, write_clip
+from animbench.data.video import (
+    QUANTISATIONS,
+    clip_name,
+    list_clips,
+    read_clip,
+    to_uint8,
+    write_clip,
+)
 from animbench.errors import ConfigError
 from animbench.evaluate.image_metrics import FRAME_METRICS, frame_metrics, lpips_note
 from animbench.evaluate.metrics import write_parquet_atomic
@@ -255,9 +264,10 @@ def _finish_clip(
     prediction: np.ndarray,
     l1: np.ndarray,
     extra: dict[str, np.ndarray],
+    quantisation: str,
 ) -> pd.DataFrame:
     """PNG folder then per-clip table, each atomic: a clip with both is finished."""
-    write_clip(out / name, to_uint8(prediction.transpose(0, 2, 3, 1)))
+    write_clip(out / name, to_uint8(prediction.transpose(0, 2, 3, 1), quantisation))
     rows = pd.DataFrame({"video": name, "frame": np.arange(len(l1)), "l1": l1, **extra})
     write_parquet_atomic(rows, part)
     return rows
@@ -295,8 +305,13 @@ def reconstruct(
     out: str | Path = "reconstruction",
     device: str = "auto",
     batch_frames: int = BATCH_FRAMES,
+    quantisation: str = "truncate",
 ) -> Path:
-    """Reconstruct every clip of `<data>/test`; returns the path of frames.parquet."""
+    """Reconstruct every clip of `<data>/test`; returns the path of frames.parquet.
+    `quantisation`: how predicted frames become 8-bit PNGs, "truncate" (the authors') or
+    "round"."""
+    if quantisation not in QUANTISATIONS:
+        raise ConfigError(f"quantisation {quantisation!r}: expected one of {QUANTISATIONS}")
     out = Path(out)
     device = resolve_device(device)
     model, payload, checkpoint_sha = None, {}, None
@@ -309,7 +324,9 @@ def reconstruct(
     clips = list_clips(Path(data) / "test")
     parts_dir = out / ".frames"
     parts_dir.mkdir(parents=True, exist_ok=True)
-    _claim_parts(parts_dir, {"method": method, "checkpoint_sha256": checkpoint_sha})
+    # the stored 8-bit frames depend on the quantisation too
+    record = {"method": method, "checkpoint_sha256": checkpoint_sha, "quantisation": quantisation}
+    _claim_parts(parts_dir, record)
     parts: dict[str, pd.DataFrame] = {}
     todo: list[Path] = []
     for clip in clips:
@@ -344,7 +361,19 @@ def reconstruct(
             l1 = (prediction - gt).abs().flatten(1).mean(1).numpy()
             part = parts_dir / f"{name}.parquet"
             writes.append(
-                (name, pool.submit(_finish_clip, out, part, name, prediction.numpy(), l1, extra))
+                (
+                    name,
+                    pool.submit(
+                        _finish_clip,
+                        out,
+                        part,
+                        name,
+                        prediction.numpy(),
+                        l1,
+                        extra,
+                        quantisation,
+                    ),
+                )
             )
             while len(writes) > 2:  # bounds the predictions held in memory
                 done, future = writes.popleft()
@@ -367,6 +396,10 @@ def reconstruct(
         "l1": float(frames["l1"].mean()),
         **{m: _mean(frames, m) for m in FRAME_METRICS},
         "lpips_weights": lpips_note(),
+        # how the stored frames were quantised (the detector metrics read them); L1, PSNR,
+        # SSIM and LPIPS above are computed on the float predictions
+        "quantisation": quantisation,
+        "align_corners": getattr(model, "align_corners", None),
     }
     (out / "reconstruct.json").write_text(json.dumps(summary, indent=2))
     return write_parquet_atomic(frames, out / "frames.parquet")

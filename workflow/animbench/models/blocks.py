@@ -3,7 +3,8 @@ them between projects).
 
 Conventions (DESIGN.md §1): images are float in [0, 1]; coordinates live on [-1, 1], x first,
 with pixel centres at the endpoints (the align_corners=True convention); warping is backward,
-a driving→source grid applied with grid_sample. Module attribute names follow the authors' code
+a driving→source grid applied with grid_sample, whose `align_corners` is a per-model setting
+(`common_params.align_corners`, see `warp`). Module attribute names follow the authors' code
 so their checkpoints load strictly.
 """
 
@@ -39,11 +40,17 @@ def warp(
     grid: torch.Tensor,
     padding_mode: str = "zeros",
     resize_align_corners: bool = False,
+    align_corners: bool = True,
 ) -> torch.Tensor:
     """Backward warp: sample `image` [B, C, H, W] at `grid` [B, h, w, 2] (x, y in [-1, 1]).
 
     A grid of another resolution than the image is resized first (bilinear, as the reference
     generators do for their feature maps; TPSMM resizes with align_corners=True).
+
+    `align_corners` is grid_sample's: True puts ±1 on the centres of the border pixels, False on
+    their outer edges. The authors' FOMM, MRAA and MTIA pass none, so their checkpoints learned
+    the default of the torch they trained with (True before 1.3.0, False since): each model
+    passes its own (`common_params.align_corners`).
     """
     if grid.shape[1:3] != image.shape[2:]:
         grid = F.interpolate(
@@ -53,7 +60,7 @@ def warp(
             align_corners=True if resize_align_corners else None,
         )
         grid = grid.permute(0, 2, 3, 1)
-    return F.grid_sample(image, grid, padding_mode=padding_mode, align_corners=True)
+    return F.grid_sample(image, grid, padding_mode=padding_mode, align_corners=align_corners)
 
 
 def batch_norm(num_features: int) -> nn.Module:

@@ -91,6 +91,7 @@ class DenseMotionNetwork(nn.Module):
         estimate_occlusion_map: bool = True,
         scale_factor: float = 0.25,
         kp_variance: float = 0.01,
+        align_corners: bool = True,
     ):
         super().__init__()
         # input per motion (bg first): heatmap difference (1 channel) + warped source (C)
@@ -105,6 +106,7 @@ class DenseMotionNetwork(nn.Module):
         self.num_kp = num_kp
         self.scale_factor = scale_factor
         self.kp_variance = kp_variance
+        self.align_corners = align_corners  # of the deformed sources' grid_sample
         if scale_factor != 1:
             self.down = AntiAliasInterpolation2d(num_channels, scale_factor)
 
@@ -136,7 +138,9 @@ class DenseMotionNetwork(nn.Module):
         motions = self.sparse_motions((h, w), kp_driving, kp_source)
         k1 = self.num_kp + 1
         repeated = source_image.unsqueeze(1).expand(b, k1, c, h, w).reshape(b * k1, c, h, w)
-        deformed = warp(repeated, motions.reshape(b * k1, h, w, 2)).view(b, k1, c, h, w)
+        deformed = warp(
+            repeated, motions.reshape(b * k1, h, w, 2), align_corners=self.align_corners
+        ).view(b, k1, c, h, w)
         # channel order per motion = [heatmap, R, G, B], as the authors' checkpoints expect
         prediction = self.hourglass(torch.cat([heatmap, deformed], dim=2).view(b, -1, h, w))
         mask = F.softmax(self.mask(prediction), dim=1)
@@ -160,13 +164,16 @@ class OcclusionAwareGenerator(nn.Module):
         num_bottleneck_blocks: int = 6,
         estimate_occlusion_map: bool = True,
         dense_motion_params: dict | None = None,
+        align_corners: bool = True,
     ):
         super().__init__()
+        self.align_corners = align_corners  # of every warp, the dense motion's included
         self.dense_motion_network = (
             DenseMotionNetwork(
                 num_kp=num_kp,
                 num_channels=num_channels,
                 estimate_occlusion_map=estimate_occlusion_map,
+                align_corners=align_corners,
                 **dense_motion_params,
             )
             if dense_motion_params is not None
@@ -209,7 +216,7 @@ class OcclusionAwareGenerator(nn.Module):
         if self.dense_motion_network is not None:
             motion = self.dense_motion_network(source_image, kp_driving, kp_source)
             result.update(motion)
-            out = warp(out, motion["deformation"])
+            out = warp(out, motion["deformation"], align_corners=self.align_corners)
             occlusion_map = motion.get("occlusion_map")
             if occlusion_map is not None:
                 if occlusion_map.shape[2:] != out.shape[2:]:
@@ -217,7 +224,9 @@ class OcclusionAwareGenerator(nn.Module):
                         occlusion_map, size=out.shape[2:], mode="bilinear"
                     )
                 out = out * occlusion_map
-            result["deformed"] = warp(source_image, motion["deformation"])
+            result["deformed"] = warp(
+                source_image, motion["deformation"], align_corners=self.align_corners
+            )
         out = self.bottleneck(out)
         for block in self.up_blocks:
             out = block(out)
@@ -325,10 +334,14 @@ class FOMM(nn.Module):
         super().__init__()
         common = dict(common_params)
         estimate_jacobian = common.pop("estimate_jacobian", True)
+        # absent from presets and checkpoints written before it existed: True, as FOMM trained
+        self.align_corners = bool(common.pop("align_corners", True))
         self.kp_detector = KPDetector(
             **kp_detector_params, **common, estimate_jacobian=estimate_jacobian
         )
-        self.generator = OcclusionAwareGenerator(**generator_params, **common)
+        self.generator = OcclusionAwareGenerator(
+            **generator_params, **common, align_corners=self.align_corners
+        )
         self.discriminator = (
             MultiScaleDiscriminator(**discriminator_params, **common)
             if discriminator_params is not None

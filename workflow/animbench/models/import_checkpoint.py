@@ -18,6 +18,8 @@ Quirks handled:
   every optimiser state. CPABMM's logger writes the same layout (no CPABMM checkpoint is
   published; a file of theirs would load through the same path, its libcpab objects hold no
   tensors).
+- The warps' grid_sample convention (`common_params.align_corners`, DESIGN.md §1) is the
+  preset's, recorded in the checkpoint's spec: MRAA and MTIA False, the others True.
 - Optimiser states may hold numpy scalars: the file is read with ``weights_only=True`` and,
   only if that fails on numpy globals, again with exactly those numpy types allowed.
 """
@@ -156,6 +158,9 @@ def import_checkpoint(preset: str, path: str | Path, out: str | Path) -> Path:
     path = Path(path)
     spec = get_preset(preset)
     model = build(spec)
+    # the grid_sample convention the authors' weights were trained with, written out even
+    # where the preset leaves it to the default, so the checkpoint says how to run it
+    spec["model_params"]["common_params"]["align_corners"] = model.align_corners
     payload = read_authors_file(path)
     warnings = load_authors_networks(model, payload, path)
     networks_in_file = [k for k in model.networks if k in payload]

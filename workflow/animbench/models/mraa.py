@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from animbench.errors import ConfigError
 from animbench.models.blocks import (
     AntiAliasInterpolation2d,
     Encoder,
@@ -188,6 +189,7 @@ class PixelwiseFlowPredictor(DenseMotionNetwork):
         use_covar_heatmap: bool = True,
         use_deformed_source: bool = True,
         revert_axis_swap: bool = True,
+        align_corners: bool = True,
     ):
         if not use_deformed_source:
             raise ValueError("use_deformed_source=False is not supported (no MRAA config uses it)")
@@ -200,6 +202,7 @@ class PixelwiseFlowPredictor(DenseMotionNetwork):
             estimate_occlusion_map=estimate_occlusion_map,
             scale_factor=scale_factor,
             kp_variance=region_var,
+            align_corners=align_corners,
         )
         self.use_covar_heatmap = use_covar_heatmap
         self.revert_axis_swap = revert_axis_swap
@@ -259,6 +262,7 @@ class Generator(OcclusionAwareGenerator):
         pixelwise_flow_predictor_params: dict | None = None,
         skips: bool = True,
         revert_axis_swap: bool = True,
+        align_corners: bool = True,
     ):
         super().__init__(
             num_channels=num_channels,
@@ -268,6 +272,7 @@ class Generator(OcclusionAwareGenerator):
             num_down_blocks=num_down_blocks,
             num_bottleneck_blocks=num_bottleneck_blocks,
             dense_motion_params=None,
+            align_corners=align_corners,
         )
         del self.dense_motion_network
         self.pixelwise_flow_predictor = (
@@ -275,6 +280,7 @@ class Generator(OcclusionAwareGenerator):
                 num_regions=num_regions,
                 num_channels=num_channels,
                 revert_axis_swap=revert_axis_swap,
+                align_corners=align_corners,
                 **pixelwise_flow_predictor_params,
             )
             if pixelwise_flow_predictor_params is not None
@@ -283,12 +289,11 @@ class Generator(OcclusionAwareGenerator):
         self.skips = skips
         self.revert_axis_swap = revert_axis_swap
 
-    @staticmethod
-    def apply_motion(skip: torch.Tensor, previous: torch.Tensor | None, motion: dict | None):
+    def apply_motion(self, skip: torch.Tensor, previous: torch.Tensor | None, motion: dict | None):
         """warp(skip)·occ (+ previous·(1 − occ)); without motion, previous (or the skip)."""
         if motion is None:
             return skip if previous is None else previous
-        skip = warp(skip, motion["deformation"])
+        skip = warp(skip, motion["deformation"], align_corners=self.align_corners)
         occlusion = motion.get("occlusion_map")
         if occlusion is None:
             return skip
@@ -310,7 +315,9 @@ class Generator(OcclusionAwareGenerator):
                 source_image, regions_driving, regions_source, bg_params
             )
             result.update(motion)
-            result["deformed"] = warp(source_image, motion["deformation"])
+            result["deformed"] = warp(
+                source_image, motion["deformation"], align_corners=self.align_corners
+            )
         out = self.bottleneck(self.apply_motion(out, None, motion))
         for i, block in enumerate(self.up_blocks):
             if self.skips:
@@ -407,8 +414,13 @@ class MRAA(nn.Module):
         num_channels = common.pop("num_channels", 3)
         estimate_affine = common.pop("estimate_affine", True)
         revert_axis_swap = common.pop("revert_axis_swap", True)
+        # MRAA trained on torch 1.4 (grid_sample default False); the presets say so. Absent
+        # (checkpoints written before the key existed): True, what animbench then ran.
+        self.align_corners = bool(common.pop("align_corners", True))
         if common:
-            raise ValueError(f"unknown MRAA common_params: {sorted(common)}")
+            raise ConfigError(
+                f"model_params.common_params: unknown {', '.join(sorted(common))} for MRAA"
+            )
         self.region_predictor = RegionPredictor(
             num_regions=num_regions,
             num_channels=num_channels,
@@ -422,6 +434,7 @@ class MRAA(nn.Module):
             num_channels=num_channels,
             num_regions=num_regions,
             revert_axis_swap=revert_axis_swap,
+            align_corners=self.align_corners,
             **generator_params,
         )
         self.avd_network = (

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from animbench import weights
+from animbench.errors import ConfigError
 from animbench.models.blocks import warp
 from animbench.models.fomm import DenseMotionNetwork, MultiScaleDiscriminator
 from animbench.models.fomm import OcclusionAwareGenerator as _FOMMGenerator
@@ -503,13 +504,15 @@ class Generator(_FOMMGenerator):
                 num_kp=kwargs.get("num_kp", 10),
                 num_channels=kwargs.get("num_channels", 3),
                 estimate_occlusion_map=kwargs.get("estimate_occlusion_map", True),
+                align_corners=self.align_corners,
                 **dense_motion_params,
             )
         self.skips = skips
 
-    @staticmethod
-    def _blend(skip: torch.Tensor, previous: torch.Tensor | None, motion: dict) -> torch.Tensor:
-        skip = warp(skip, motion["deformation"])
+    def _blend(
+        self, skip: torch.Tensor, previous: torch.Tensor | None, motion: dict
+    ) -> torch.Tensor:
+        skip = warp(skip, motion["deformation"], align_corners=self.align_corners)
         occlusion = motion.get("occlusion_map")
         if occlusion is None:
             return skip
@@ -537,7 +540,9 @@ class Generator(_FOMMGenerator):
             kp_driving = {**kp_driving, "bg_params": bg_params}
             motion = self.dense_motion_network(source_image, kp_driving, kp_source)
             result.update(motion)
-            result["deformed"] = warp(source_image, motion["deformation"])
+            result["deformed"] = warp(
+                source_image, motion["deformation"], align_corners=self.align_corners
+            )
             out = self._blend(out, None, motion)
         out = self.bottleneck(out)
         use_skips = self.skips and motion is not None
@@ -578,15 +583,25 @@ class MTIA(nn.Module):
         num_kp = common.pop("num_kp", 10)
         num_channels = common.pop("num_channels", 3)
         estimate_jacobian = common.pop("estimate_jacobian", True)
+        # MTIA trained on torch 1.6 (grid_sample default False); the presets say so. Absent
+        # (checkpoints written before the key existed): True, what animbench then ran.
+        self.align_corners = bool(common.pop("align_corners", True))
         if common:
-            raise ValueError(f"unknown MTIA common_params: {sorted(common)}")
+            raise ConfigError(
+                f"model_params.common_params: unknown {', '.join(sorted(common))} for MTIA"
+            )
         self.kp_detector = TransformerKPDetector(
             num_kp=num_kp,
             num_channels=num_channels,
             estimate_jacobian=estimate_jacobian,
             **kp_detector_params,
         )
-        self.generator = Generator(num_kp=num_kp, num_channels=num_channels, **generator_params)
+        self.generator = Generator(
+            num_kp=num_kp,
+            num_channels=num_channels,
+            align_corners=self.align_corners,
+            **generator_params,
+        )
         # MRAA's background predictor (same layout and keys); MTIA's default type is affine
         self.bg_predictor = (
             BGMotionPredictor(

@@ -10,8 +10,17 @@ from __future__ import annotations
 
 from animbench.config import merge
 
+# common_params.align_corners: grid_sample's convention for every warp and the equivariance
+# transform, the one the authors' checkpoints learned (DESIGN.md §1): FOMM (torch 1.0) and
+# TPSMM/CPABMM (passed explicitly) True; MRAA (torch 1.4) and MTIA (torch 1.6) pass none and got
+# torch's default since 1.3.0, False. A spec without the key (older checkpoints) means True.
 _FOMM_MODEL = {
-    "common_params": {"num_kp": 10, "num_channels": 3, "estimate_jacobian": True},
+    "common_params": {
+        "num_kp": 10,
+        "num_channels": 3,
+        "estimate_jacobian": True,
+        "align_corners": True,
+    },
     "kp_detector_params": {
         "temperature": 0.1,
         "block_expansion": 32,
@@ -270,6 +279,7 @@ _MRAA_MODEL = {
         "num_channels": 3,
         "estimate_affine": True,
         "revert_axis_swap": True,
+        "align_corners": False,  # torch 1.4.0's grid_sample default
     },
     "region_predictor_params": {
         "temperature": 0.1,
@@ -434,7 +444,12 @@ PRESETS["mraa-synthetic-body"] = synthetic_variant(_MRAA_SMALL, "MRAA", "bodies"
 # FOMM's generator (+ warped skips, + an affine background predictor on TaiChi) driven by a
 # transformer keypoint detector (models/mtia.py). Batches are the global batch of 8 GPUs.
 _MTIA_MODEL = {
-    "common_params": {"num_kp": 10, "num_channels": 3, "estimate_jacobian": True},
+    "common_params": {
+        "num_kp": 10,
+        "num_channels": 3,
+        "estimate_jacobian": True,
+        "align_corners": False,  # torch 1.6.0's grid_sample default
+    },
     "kp_detector_params": {
         "image_size": [256, 256],
         "backbone": "hrnet_w32",
@@ -554,6 +569,7 @@ _MTIA_SMALL = merge(
         "model": "mtia",
         "note": "small MTIA for the 64×64 synthetic benchmark (CPU, minutes; 450 steps)",
         "model_params": {
+            "common_params": {"align_corners": False},  # MTIA's, not the FOMM base's
             "generator_params": {"skips": True},
         },
         "train_params": {
@@ -585,7 +601,13 @@ PRESETS["mtia-synthetic-body"] = synthetic_variant(_MTIA_SMALL, "MTIA", "bodies"
 # --- TPSMM (Zhao & Zhang, CVPR'22): the authors' config/{vox,taichi,ted,mgif}-*.yaml
 # (notes/reference-models.md §3; frame_shape null there: the datasets' own size)
 _TPSMM_MODEL = {
-    "common_params": {"num_tps": 10, "num_channels": 3, "bg": True, "multi_mask": True},
+    "common_params": {
+        "num_tps": 10,
+        "num_channels": 3,
+        "bg": True,
+        "multi_mask": True,
+        "align_corners": True,
+    },
     "generator_params": {"block_expansion": 64, "max_features": 512, "num_down_blocks": 3},
     "dense_motion_params": {
         "block_expansion": 64,

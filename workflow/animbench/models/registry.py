@@ -7,7 +7,8 @@ preset: register its builder in MODEL_BUILDERS and its presets in models/presets
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
 
 from torch import nn
 
@@ -93,4 +94,33 @@ def build(preset: str | dict, overrides: dict | None = None) -> nn.Module:
         raise NotImplementedYet(
             f"model '{model}' is not implemented yet ({PLANNED.get(model, '?')})"
         )
-    return MODEL_BUILDERS[model](spec["model_params"])
+    try:
+        return MODEL_BUILDERS[model](spec["model_params"])
+    except TypeError as exc:
+        error = _unknown_key_error(exc, spec["model_params"], model)
+        if error is None:
+            raise
+        raise error from exc
+
+
+def _dotted_keys(params: dict, prefix: str = "model_params") -> Iterator[str]:
+    for key, value in params.items():
+        yield f"{prefix}.{key}"
+        if isinstance(value, dict):
+            yield from _dotted_keys(value, f"{prefix}.{key}")
+
+
+def _unknown_key_error(exc: TypeError, model_params: dict, model: str) -> ConfigError | None:
+    """A constructor's "unexpected keyword argument 'x'" as a one-line error naming where `x`
+    is in model_params (a typo in a preset override); None when `x` is not there (a bug)."""
+    match = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+    if match is None:
+        return None
+    key = match.group(1)
+    paths = [p for p in _dotted_keys(model_params) if p.rsplit(".", 1)[-1] == key]
+    if not paths:
+        return None
+    return ConfigError(
+        f"{' or '.join(paths)}: unknown key for {METHOD_NAMES.get(model, model)} "
+        f"({exc.args[0].split('(')[0]} takes no '{key}')"
+    )

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from animbench.errors import ConfigError
 from animbench.models.blocks import (
     AntiAliasInterpolation2d,
     DownBlock2d,
@@ -503,8 +504,17 @@ class TPSMM(nn.Module):
         num_channels = common.pop("num_channels", 3)
         bg = common.pop("bg", False)
         multi_mask = common.pop("multi_mask", True)
+        # the authors pass align_corners=True to every grid_sample (CPABMM's code is TPSMM's)
+        if not common.pop("align_corners", True):
+            raise ConfigError(
+                f"model_params.common_params.align_corners: {self.method.upper()} warps with "
+                "align_corners=True (its authors pass it explicitly); False is not supported"
+            )
+        self.align_corners = True
         if common:
-            raise ValueError(f"unknown TPSMM common_params: {sorted(common)}")
+            raise ConfigError(
+                f"model_params.common_params: unknown {', '.join(sorted(common))} for TPSMM"
+            )
         self.kp_detector = KPDetector(num_tps, num_channels, **(kp_detector_params or {}))
         self.bg_predictor = (
             BGMotionPredictor(num_channels, **(bg_predictor_params or {})) if bg else None

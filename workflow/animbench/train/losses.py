@@ -113,7 +113,9 @@ class RandomTPS:
     """A random affine + thin-plate-spline warp for the equivariance constraint.
 
     Coordinates are [-1, 1] (x, y); `warp_coordinates` maps points of the transformed frame to
-    the original frame, so `transform_frame` samples the original at warped positions.
+    the original frame, so `transform_frame` samples the original at warped positions, with the
+    model's grid_sample convention (`align_corners`: the authors' FOMM, MRAA and MTIA pass none,
+    so their transform used the default of their torch, as their warps did).
     """
 
     def __init__(
@@ -124,7 +126,9 @@ class RandomTPS:
         points_tps=5,
         device=None,
         generator=None,
+        align_corners: bool = True,
     ):
+        self.align_corners = align_corners
         noise = torch.randn(batch_size, 2, 3, device=device, generator=generator) * sigma_affine
         self.theta = noise + torch.eye(2, 3, device=device).unsqueeze(0)
         self.control_points = make_coordinate_grid((points_tps, points_tps), device).view(1, -1, 2)
@@ -151,7 +155,9 @@ class RandomTPS:
         b, _, h, w = frame.shape
         grid = make_coordinate_grid((h, w), frame.device, frame.dtype).view(1, h * w, 2)
         grid = self.warp_coordinates(grid).view(b, h, w, 2)
-        return F.grid_sample(frame, grid, padding_mode="reflection", align_corners=True)
+        return F.grid_sample(
+            frame, grid, padding_mode="reflection", align_corners=self.align_corners
+        )
 
     def jacobian(self, coordinates: torch.Tensor) -> torch.Tensor:
         """∂T/∂z at the given points by autograd: [B, N, 2, 2]."""
@@ -165,12 +171,23 @@ class RandomTPS:
 
 
 def equivariance_losses(
-    kp_detector, driving, kp_driving, transform_params: dict, use_jacobian: bool, generator=None
+    kp_detector,
+    driving,
+    kp_driving,
+    transform_params: dict,
+    use_jacobian: bool,
+    generator=None,
+    align_corners: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Keypoints of a randomly warped frame, mapped back, must equal the frame's keypoints;
-    their Jacobians must compose to the identity: |I − J_d⁻¹ · ∇T · J_t| (FOMM Eq. 12)."""
+    their Jacobians must compose to the identity: |I − J_d⁻¹ · ∇T · J_t| (FOMM Eq. 12).
+    `align_corners`: the model's (its `align_corners` attribute)."""
     transform = RandomTPS(
-        driving.shape[0], **transform_params, device=driving.device, generator=generator
+        driving.shape[0],
+        **transform_params,
+        device=driving.device,
+        generator=generator,
+        align_corners=align_corners,
     )
     transformed_kp = kp_detector(transform.transform_frame(driving))
     out = {

@@ -74,6 +74,7 @@ class KeypointObjective(nn.Module):
                 out["kp_driving"],
                 self.transform_params,
                 use_jacobian=bool(w["equivariance_jacobian"]),
+                align_corners=getattr(model, "align_corners", True),
             )
             for name, value in equivariance.items():
                 if w[name]:

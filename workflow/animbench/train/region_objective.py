@@ -27,12 +27,17 @@ def region_equivariance_losses(
     use_affine: bool = True,
     revert_axis_swap: bool = True,
     generator: torch.Generator | None = None,
+    align_corners: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Regions of a randomly warped frame, mapped back, must equal the frame's regions:
     shift mean|μ_d − T(μ_t)| and affine mean|I − A_d⁻¹·∇T·A_t| (times sign(·)₀₀ with
-    `revert_axis_swap`, the SVD axis-swap fix)."""
+    `revert_axis_swap`, the SVD axis-swap fix). `align_corners`: the model's."""
     transform = RandomTPS(
-        driving.shape[0], **transform_params, device=driving.device, generator=generator
+        driving.shape[0],
+        **transform_params,
+        device=driving.device,
+        generator=generator,
+        align_corners=align_corners,
     )
     transformed = region_predictor(transform.transform_frame(driving))
     shift_back = transform.warp_coordinates(transformed["shift"])
@@ -85,6 +90,7 @@ class RegionObjective(nn.Module):
                 self.transform_params,
                 use_affine=bool(w.get("equivariance_affine")),
                 revert_axis_swap=model.generator.revert_axis_swap,
+                align_corners=getattr(model, "align_corners", True),
             )
             for name, value in equivariance.items():
                 if w.get(name):

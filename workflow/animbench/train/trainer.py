@@ -47,7 +47,7 @@ from tqdm import tqdm
 
 from animbench import __version__
 from animbench.data.datasets import FramePairs
-from animbench.errors import ConfigError
+from animbench.errors import ConfigError, DataError
 from animbench.models.registry import build, get_preset
 from animbench.train import checkpoint, identity, pretrained
 from animbench.train.distributed import Distributed, PairBatchSampler, synchronise_batch_norm
@@ -350,9 +350,8 @@ class _Run:
             params.get("weight_decay", 0.0) if name == "main" else 0.0,
         )
         gradient_side = [n for n in trained if n != "discriminator"]
-        clip = _check_clipping(
-            params, gradient_side, "train_params" if name == "main" else "train_avd_params"
-        )
+        key = "train_params" if name == "main" else "train_avd_params"
+        clip = _check_clipping(params, gradient_side, key)
         dataset_params = self.spec["dataset_params"]
         dataset = FramePairs(
             self.data,
@@ -363,9 +362,9 @@ class _Run:
         )
         sampler = PairBatchSampler(len(dataset), params["batch_size"], self.seed, self.dist)
         if len(sampler) == 0:
-            raise ValueError(
+            raise DataError(
                 f"{self.data}: fewer training items ({len(dataset)}) than one batch "
-                f"({params['batch_size']})"
+                f"({params['batch_size']}); add clips or lower {key}.batch_size"
             )
         workers = self.options.workers
         workers = params.get("num_workers", 0) if workers is None else workers
