@@ -287,7 +287,8 @@ def test_synthetic_presets():
         )
         assert preset["train_params"]["loss_weights"]["structure"] == 0
         assert preset["train_params"]["loss_weights"]["keypoint_semantic"] == 0
-        assert preset["train_params"]["num_epochs"] == tps["train_params"]["num_epochs"]
+        # the schedule of the small presets before TPSMM's own was shortened (CI time)
+        assert preset["train_params"]["num_epochs"] == (25 if "body" in name else 15)
         assert preset["dataset_params"] == tps["dataset_params"]
         assert preset["model_params"]["dense_motion_params"]["max_iter"] == 10
         assert "CPU time" in preset["note"]

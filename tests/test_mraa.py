@@ -81,7 +81,7 @@ def test_registry_builds_mraa():
     model = registry.build("mraa-synthetic")
     assert isinstance(model, MRAA)
     assert set(model.networks) == {"generator", "region_predictor", "bg_predictor", "avd_network"}
-    assert registry.get_preset("mraa-synthetic-body")["train_params"]["num_epochs"] == 25
+    assert registry.get_preset("mraa-synthetic-body")["train_params"]["num_epochs"] == 8
 
 
 # --- regions ----------------------------------------------------------------------------------

@@ -163,7 +163,7 @@ def test_registry_builds_tpsmm():
         "bg_predictor",
         "avd_network",
     ]
-    assert registry.get_preset("tpsmm-synthetic-body")["train_params"]["num_epochs"] == 25
+    assert registry.get_preset("tpsmm-synthetic-body")["train_params"]["num_epochs"] == 9
     mgif_like = _synthetic(model_params={"common_params": {"bg": False}})
     assert "bg_predictor" not in mgif_like.networks
 
@@ -351,7 +351,8 @@ def test_relative_and_avd_modes():
 
 def test_objective_step_reaches_every_network():
     model = _synthetic().train()
-    objective = TPSObjective(model, _train_params(), pretrained_vgg=False)
+    params = _train_params() | {"dropout_epoch": 5, "dropout_inc_epoch": 2}
+    objective = TPSObjective(model, params, pretrained_vgg=False)
     assert objective.trained_networks == [
         "inpainting_network",
         "dense_motion_network",
