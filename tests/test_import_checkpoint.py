@@ -11,12 +11,12 @@ import pytest
 import torch
 from conftest import SHARED
 
+from animbench import checkpoint as ckpt
 from animbench import cli
 from animbench.errors import DataError
 from animbench.evaluate.reconstruct import load_animator
 from animbench.models import registry
 from animbench.models.import_checkpoint import import_checkpoint, read_authors_file
-from animbench.train import checkpoint as ckpt
 
 MANIFESTS = SHARED / "reference" / "state_dicts"
 MANIFEST_NAMES = (

@@ -231,8 +231,8 @@ def animate(
     batch_frames: int = 8,
 ) -> Path:
     """Animate `source_image` by `driving_video` with an animbench checkpoint; writes `out`."""
+    from animbench.device import resolve_device
     from animbench.evaluate.reconstruct import load_animator
-    from animbench.train.trainer import resolve_device
 
     driving_video, out = Path(driving_video), Path(out)
     info = ffmpeg.probe(driving_video, decode=False)

@@ -167,7 +167,7 @@ def download(
     """Download a dataset's sources into ``<data>/raw`` and write the per-video availability
     table to `out` (``<data>/availability.parquet``). Missing or private videos are rows, not
     errors; an unreachable archive (a whole dataset) is an error."""
-    from animbench.evaluate.metrics import write_parquet_atomic
+    from animbench.files import write_parquet_atomic
 
     out = Path(out)
     raw = out.parent / "raw"
@@ -224,7 +224,7 @@ def crop(
 ) -> pd.DataFrame:
     """Cut the clips into ``<data>/clips`` and write the clip index to `out`
     (``<data>/clips.parquet``): one row per expected clip with its status and frame count."""
-    from animbench.evaluate.metrics import write_parquet_atomic
+    from animbench.files import write_parquet_atomic
 
     out = Path(out)
     clips_dir = out.parent / "clips"

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,6 +28,7 @@ import pandas as pd
 
 from animbench.data.video import clip_name, list_clips, num_frames, read_clip, read_frames
 from animbench.errors import ConfigError, DataError
+from animbench.files import write_parquet_atomic  # noqa: F401  (re-exported: tables, stats, tests)
 
 BATCH_FRAMES = 64
 
@@ -171,21 +170,6 @@ def typed_frame(
             "Int64" if col in ints else "float64" if col in floats else "string"
         )
     return df
-
-
-def write_parquet_atomic(df: pd.DataFrame, out: str | Path) -> Path:
-    """Write Parquet under a temporary name and rename, so readers never see a partial file."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
 
 
 def _read_reconstruct_json(pred: Path) -> dict[str, Any]:
