@@ -8,7 +8,7 @@ A preset holds `model` (the registry name), `model_params` (constructor argument
 
 from __future__ import annotations
 
-from animbench.config import merge
+from animbench.mappings import merge
 
 _FOMM_MODEL = {
     "common_params": {"num_kp": 10, "num_channels": 3, "estimate_jacobian": True},
