@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 
-def write_atomic(path: str | Path, write: Callable[[str], Any]) -> Path:
+def write_atomic(path: str | Path, write: Callable[[Path], Any]) -> Path:
     """`write(tmp)` fills a temporary file beside `path`, which then replaces `path`; on any
     failure the temporary file is removed and `path` is left as it was."""
     path = Path(path)
@@ -18,7 +18,7 @@ def write_atomic(path: str | Path, write: Callable[[str], Any]) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        write(tmp)
+        write(Path(tmp))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
