@@ -236,7 +236,7 @@ def _check_run(run: Path, family: str, device) -> dict:
     returns the timing of the main stage's log."""
     import pandas as pd
 
-    from animbench.train import checkpoint
+    from animbench import checkpoint
 
     summary = json.loads((run / "train.json").read_text())
     if not summary["device"].startswith(device.type):

@@ -41,7 +41,7 @@ from animbench.evaluate.reconstruct import (
     load_animator,
     to_inference_layout,
 )
-from animbench.train import checkpoint as ckpt
+from animbench.models.import_checkpoint import save_untrained
 
 
 @torch.no_grad()
@@ -104,7 +104,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
-    path = args.checkpoint or ckpt.save_untrained(
+    path = args.checkpoint or save_untrained(
         args.preset, args.workdir / f"{args.preset}-random.pt", "benchmark"
     )
     model, payload = load_animator(path, device)

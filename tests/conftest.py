@@ -128,7 +128,7 @@ def train_tiny(
 
 def checkpoint_weights(path: Path) -> dict[str, torch.Tensor]:
     """Every tensor of an animbench checkpoint's networks, keyed `<network>.<key>`."""
-    from animbench.train import checkpoint
+    from animbench import checkpoint
 
     payload = checkpoint.load(path)
     return {

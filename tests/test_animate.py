@@ -12,12 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
+from animbench import checkpoint as ckpt
 from animbench import cli
 from animbench.animate import has_audio, movement_scale, relative_motion
 from animbench.data import ffmpeg
 from animbench.errors import ConfigError
 from animbench.models.registry import build, get_preset
-from animbench.train import checkpoint as ckpt
 
 FRAMES, FPS = 7, 12.5
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 from conftest import offline_weights
 
+from animbench import checkpoint
 from animbench.errors import ConfigError
 from animbench.models import registry
-from animbench.train import checkpoint
 from animbench.train.trainer import clip_gradients, train
 
 # mraa-synthetic made tiny: 32×32 frames, 2 main steps, then 3 AVD steps (batch 2, 1 epoch of

@@ -426,8 +426,8 @@ def test_trainer_runs_cpabmm_and_reconstruction_loads_it(tiny_dataset, tmp_path)
 
 
 def test_import_accepts_the_authors_layout(tmp_path):
+    from animbench import checkpoint as ckpt
     from animbench.models.import_checkpoint import import_checkpoint
-    from animbench.train import checkpoint as ckpt
 
     model = _synthetic()
     # the authors' logger: {network: state_dict, ..., optimizer*, epoch} (no AVD yet)

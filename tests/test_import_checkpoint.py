@@ -11,12 +11,12 @@ import pytest
 import torch
 from conftest import MANIFEST_NAMES, MANIFESTS, SHARED, reference_manifest
 
+from animbench import checkpoint as ckpt
 from animbench import cli
 from animbench.errors import DataError
 from animbench.evaluate.reconstruct import load_animator
 from animbench.models import registry
 from animbench.models.import_checkpoint import import_checkpoint, read_authors_file
-from animbench.train import checkpoint as ckpt
 
 # manifest dataset names that differ from our preset names
 PRESET_ALIASES = {"mtia_voxceleb1": ["mtia-voxceleb1", "mtia-vox256"]}

@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import TINY_FRAMES, TINY_SIZE, moving_square
 
+from animbench import checkpoint as ckpt
 from animbench.data.video import list_clips, read_clip, to_uint8, write_clip
 from animbench.errors import ConfigError
 from animbench.evaluate.reconstruct import (
@@ -20,8 +21,8 @@ from animbench.evaluate.reconstruct import (
     reconstruct,
     to_inference_layout,
 )
+from animbench.models.import_checkpoint import save_untrained
 from animbench.models.registry import get_preset
-from animbench.train import checkpoint as ckpt
 
 
 def _ground_truth(data) -> dict[str, np.ndarray]:
@@ -147,7 +148,7 @@ def test_batched_equals_frame_at_a_time(preset, tmp_path):
     faces). CPABMM's frames are coupled through its batch-wide CPAB fit (batched, frames differ
     by up to 0.47), so they are animated one at a time; its fit's Adam steps still turn the
     keypoints' rounding (~1e-7) into ~1e-3, so it is held to the stored frames' 8-bit step."""
-    path = ckpt.save_untrained(preset, tmp_path / "model.pt", "test")
+    path = save_untrained(preset, tmp_path / "model.pt", "test")
     model, _ = load_animator(path, torch.device("cpu"))
     ours = to_inference_layout(load_animator(path, torch.device("cpu"))[0])  # as reconstruct
     size = get_preset(preset)["dataset_params"]["frame_shape"][0]
@@ -283,7 +284,7 @@ def test_reconstruction_truncates_by_default_and_records_it(tiny_dataset, tmp_pa
     `--quantisation round`; reconstruct.json says which."""
     from animbench import cli
 
-    path = ckpt.save_untrained("mraa-synthetic", tmp_path / "model.pt", "test")
+    path = save_untrained("mraa-synthetic", tmp_path / "model.pt", "test")
     default = tmp_path / "default"
     reconstruct(tiny_dataset, "mraa", checkpoint=path, out=default, device="cpu")
     rounded = tmp_path / "round"

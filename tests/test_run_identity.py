@@ -11,8 +11,9 @@ import shutil
 import pytest
 from conftest import TINY_OVERRIDES, train_tiny
 
+from animbench import checkpoint
 from animbench.errors import ConfigError
-from animbench.train import checkpoint, identity
+from animbench.train import identity
 
 ONE_STEP = copy.deepcopy(TINY_OVERRIDES)
 ONE_STEP["train_params"]["max_steps"] = 1

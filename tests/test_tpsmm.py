@@ -450,8 +450,8 @@ def test_clip_gradients_with_inf_norm():
 def test_trainer_runs_tpsmm_and_reconstruction_loads_it(tiny_dataset, tmp_path):
     import pandas as pd
 
+    from animbench import checkpoint
     from animbench.evaluate.reconstruct import drive_clip, load_animator
-    from animbench.train import checkpoint
     from animbench.train.trainer import train
 
     overrides = {
@@ -545,8 +545,8 @@ def test_import_names_missing_and_misshaped_tensors(tmp_path):
 def test_import_without_avd_network(tmp_path):
     from test_import_checkpoint import authors_file
 
+    from animbench import checkpoint as ckpt
     from animbench.models.import_checkpoint import import_checkpoint
-    from animbench.train import checkpoint as ckpt
 
     manifest = {k: v for k, v in _vox_manifest().items() if k != "avd_network"}
     source = authors_file(manifest, tmp_path / "base.pth.tar")

@@ -18,7 +18,7 @@ import pytest
 import torch
 from conftest import TINY_OVERRIDES, checkpoint_weights, train_tiny
 
-from animbench.train import checkpoint
+from animbench import checkpoint
 from animbench.train.distributed import Distributed, PairBatchSampler
 from animbench.train.trainer import TrainOptions
 

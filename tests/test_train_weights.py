@@ -144,11 +144,10 @@ def test_a_pinned_file_is_fetched_then_no_deviation(
 def test_random_weights_deviate_down_to_the_table(tiny_dataset, tmp_path: Path) -> None:
     """The switch trains on a random VGG19; the checkpoint, train.json, reconstruct.json and
     the metrics record it, and table 2 gives the rows status "deviates", not "measured"."""
-    from animbench import tables
+    from animbench import checkpoint, tables
     from animbench.evaluate.metrics import video_metrics
     from animbench.evaluate.reconstruct import reconstruct
     from animbench.report import table_html
-    from animbench.train import checkpoint
 
     model = train_tiny(tiny_dataset, tmp_path / "run", tmp_path / "cache")
     payload = checkpoint.load(model)
@@ -247,7 +246,7 @@ def test_a_cached_vgg19_trains_without_deviation(tiny_dataset, tmp_path: Path, m
     import torch
     from conftest import TINY_OVERRIDES, offline_weights
 
-    from animbench.train import checkpoint
+    from animbench import checkpoint
     from animbench.train.losses import Vgg19
     from animbench.train.trainer import TrainOptions, train
 

@@ -13,12 +13,12 @@ import pytest
 import torch
 from conftest import TINY_OVERRIDES, checkpoint_weights, train_tiny
 
+from animbench import checkpoint
 from animbench.data.datasets import FramePairs
 from animbench.data.video import write_clip
 from animbench.errors import ConfigError, DataError
 from animbench.models import registry
 from animbench.models.registry import build, get_preset
-from animbench.train import checkpoint
 
 
 def _assert_same_weights(a: dict, b: dict) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import re
 import subprocess
 import tempfile
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,11 +28,11 @@ from tqdm import tqdm
 
 from animbench.data import ffmpeg
 from animbench.errors import ConfigError, DataError, NotImplementedYet
+from animbench.models.keypoints import POSITION_KEYS, movement_scale
 
 MODES = ("standard", "relative", "avd")
 # motion-representation keys: positions (FOMM/MTIA `value`, MRAA `shift`) and the local
 # linear maps (FOMM/MTIA `jacobian`, MRAA `affine`)
-POSITION_KEYS = ("value", "shift")
 MATRIX_KEYS = ("jacobian", "affine")
 
 
@@ -82,30 +81,6 @@ def iter_frames(path: str | Path, size: tuple[int, int]) -> Iterator[np.ndarray]
             yield _resize(frame, size)
     finally:
         reader.close()
-
-
-def _hull_area(points: torch.Tensor) -> float:
-    from scipy.spatial import ConvexHull
-
-    return float(ConvexHull(points.detach().cpu().double().numpy()).volume)
-
-
-def movement_scale(kp_source: dict, kp_driving_initial: dict) -> float:
-    """FOMM's adapt_movement_scale: √area(hull(kp_s)) / √area(hull(kp_d0)) (first sample)."""
-    key = next(k for k in POSITION_KEYS if k in kp_source)
-    try:
-        source = _hull_area(kp_source[key][0])
-        driving = _hull_area(kp_driving_initial[key][0])
-    except Exception as exc:  # scipy's QhullError for collinear / coincident keypoints
-        warnings.warn(
-            f"adapt scale: convex hull of the keypoints failed ({type(exc).__name__}); "
-            "using scale 1",
-            stacklevel=2,
-        )
-        return 1.0
-    if driving <= 0:
-        return 1.0
-    return float(np.sqrt(source) / np.sqrt(driving))
 
 
 def relative_motion(
@@ -231,8 +206,8 @@ def animate(
     batch_frames: int = 8,
 ) -> Path:
     """Animate `source_image` by `driving_video` with an animbench checkpoint; writes `out`."""
+    from animbench.device import resolve_device
     from animbench.evaluate.reconstruct import load_animator
-    from animbench.train.trainer import resolve_device
 
     driving_video, out = Path(driving_video), Path(out)
     info = ffmpeg.probe(driving_video, decode=False)

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from animbench.errors import ConfigError
+from animbench.mappings import merge
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
 # output names the fixed table rules write (a paper table of that name would clash)
@@ -31,18 +32,6 @@ RESERVED_TABLES = ("table1", "table2")
 def load_schema() -> dict:
     with open(SCHEMA_PATH, encoding="utf-8") as fh:
         return yaml.safe_load(fh)
-
-
-def merge(base: dict, update: Mapping) -> dict:
-    """Merge `update` into a copy of `base` as Snakemake does: dicts recursively, the rest
-    (lists included) replaced."""
-    out = copy.deepcopy(base)
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merge(dict(out[key]), value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def load_config(paths: Iterable[str | Path], validate: bool = True) -> dict:

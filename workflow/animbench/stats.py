@@ -34,9 +34,11 @@ from scipy import stats as scipy_stats
 from animbench.evaluate.metrics import (
     METRIC_COLUMNS,
     aggregate,
+    read_metrics,
     typed_frame,
     write_parquet_atomic,
 )
+from animbench.models.names import display_name
 
 CONFIDENCE = 0.95
 N_RESAMPLES = 9999
@@ -139,14 +141,12 @@ def read_seed_metrics(
     """Per-video metrics rows of several training seeds, with a `seed` column: `metrics` are
     the first seed's files (seed `seed`), `seed_metrics` maps each further seed to its files.
     Without further seeds the rows are returned as read (no seed column)."""
-    from animbench.tables import _read_metrics  # tables imports this module
-
-    df = _read_metrics(metrics)
+    df = read_metrics(metrics)
     if not seed_metrics:
         return df
     frames = [df.assign(seed=str(seed if seed is not None else "first"))]
     for name, paths in seed_metrics.items():
-        frames.append(_read_metrics(paths).assign(seed=str(name)))
+        frames.append(read_metrics(paths).assign(seed=str(name)))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -240,8 +240,6 @@ def paired_comparison(
 
 
 def _display(method: str, entries: Mapping[str, Any]) -> str:
-    from animbench.tables import display_name  # tables imports this module
-
     return display_name(method, entries.get(method))
 
 

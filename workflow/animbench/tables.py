@@ -28,11 +28,18 @@ import numpy as np
 import pandas as pd
 
 import animbench
-from animbench.errors import ConfigError, DataError, NotImplementedYet
+from animbench.errors import ConfigError
 from animbench.evaluate.flops import network_flops
-from animbench.evaluate.metrics import aggregate, typed_frame, write_parquet_atomic
+from animbench.evaluate.metrics import aggregate, read_metrics, typed_frame, write_parquet_atomic
 from animbench.models import registry
-from animbench.models.registry import METHOD_NAMES, PLANNED, is_implemented
+from animbench.models.names import (  # noqa: F401  (tables.<name>: the row labels)
+    display_name,
+    entry_model,
+    method_name,
+    not_implemented_note,
+    preset_model,
+)
+from animbench.models.registry import PLANNED, is_implemented  # noqa: F401  (tables.PLANNED)
 from animbench.stats import metric_ci, read_seed_metrics, seed_aggregate
 
 # provenance columns copied from the metrics files (which copy the checkpoint's sha256 from
@@ -111,50 +118,6 @@ TABLE1_DIFFERENCES = {
 }
 
 
-def method_name(method: str) -> str:
-    """The paper's display name of a model key (fomm -> FOMM)."""
-    return METHOD_NAMES.get(method, method)
-
-
-def not_implemented_note(model: str) -> str:
-    """'MRAA is not implemented yet (issue 4)', with the issue the registry plans it in."""
-    return f"{method_name(model)} is not implemented yet ({PLANNED.get(model, '?')})"
-
-
-def preset_model(preset: str) -> str:
-    """The model a preset builds (cpabmm-taichi256-cpab -> cpabmm).
-
-    Presets of a planned model are not registered until the model lands (get_preset raises
-    NotImplementedYet); their model is the name's prefix, which is how the registry reads it.
-    An unknown preset of no planned model is a config mistake and raises ConfigError.
-    """
-    try:
-        return registry.get_preset(preset)["model"]
-    except NotImplementedYet:
-        return preset.split("-")[0]
-
-
-def entry_model(method: str, entry: Mapping | None, dataset: str | None = None) -> str:
-    """The model behind a config `methods` entry: a variant key (cpabmm-cpab) is an experiment,
-    not a model, so the model comes from its preset (the dataset's, else any). Without an
-    entry (baselines, bare keys) the key is the model."""
-    presets = dict((entry or {}).get("presets") or {})
-    preset = presets.get(dataset) if dataset else None
-    preset = preset or next(iter(presets.values()), None)
-    return preset_model(preset) if preset else method
-
-
-def display_name(method: str, entry: Mapping | None = None) -> str:
-    """A methods entry's row label: its `name`; a model key's paper name (fomm -> FOMM); else
-    the model's paper name with the key, so an unnamed variant never poses as the model."""
-    if entry and entry.get("name"):
-        return str(entry["name"])
-    if method in METHOD_NAMES or not entry:
-        return method_name(method)
-    model = entry_model(method, entry)
-    return f"{method_name(model)} ({method})" if model != method else method
-
-
 def paper_values() -> pd.DataFrame:
     """Every number of the papers' tables, from the packaged paper_tables.csv."""
     source = resources.files("animbench") / "resources" / "paper_tables.csv"
@@ -222,31 +185,6 @@ def _blank_row(
 def _finish(rows: list[dict[str, Any]], out: str | Path) -> pd.DataFrame:
     df = typed_frame(rows, COLUMNS, ints=INT_COLUMNS, floats=FLOAT_COLUMNS)
     write_parquet_atomic(df, out)
-    return df
-
-
-def _read_metrics(paths: Sequence[str | Path]) -> pd.DataFrame:
-    frames = []
-    for path in paths:
-        path = Path(path)
-        if not path.is_file():
-            raise DataError(f"{path}: metrics file not found")
-        try:
-            frames.append(pd.read_parquet(path))
-        except Exception as exc:  # pyarrow raises several types for broken files
-            raise DataError(f"{path}: corrupt Parquet ({type(exc).__name__}: {exc})") from exc
-        missing = {"dataset", "method", "video", "n_frames", "l1_sum"} - set(frames[-1].columns)
-        if missing:
-            raise DataError(f"{path}: not a metrics file (missing columns {sorted(missing)})")
-    if not frames:
-        return pd.DataFrame(columns=["dataset", "method", "video"])
-    df = pd.concat(frames, ignore_index=True)
-    dup = df.duplicated(["dataset", "method", "video"])
-    if dup.any():
-        r = df[dup].iloc[0]
-        raise DataError(
-            f"metrics files hold video {r['video']} of {r['dataset']}/{r['method']} twice"
-        )
     return df
 
 
@@ -578,7 +516,7 @@ def write_paper_table(metrics: Sequence[str | Path], spec: dict, out: str | Path
     unavailable = dict(spec.get("unavailable") or {})
     param_networks = list(spec.get("param_networks") or [])
     columns = ([PARAMS] if param_networks else []) + list(METRICS)
-    groups = _groups(_read_metrics(metrics))
+    groups = _groups(read_metrics(metrics))
     prov = _provenance(spec.get("config_hash"))
 
     def blank(dataset: str, paper_name, label: str, metric: str) -> dict[str, Any]:

@@ -51,6 +51,7 @@ import pandas as pd
 
 from animbench.data.ffmpeg import VideoInfo, executable, probe
 from animbench.errors import DataError
+from animbench.files import write_text_atomic
 
 SELECTIONS = ("timestamps", "indices")
 TRAIN_FORMATS = ("png", "jpeg")
@@ -388,9 +389,7 @@ def claim_clips(
         for partition in partitions:
             shutil.rmtree(out_root / partition, ignore_errors=True)
         out_root.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{PARAMS_FILE}.tmp")
-        tmp.write_text(json.dumps(params, indent=2, sort_keys=True))
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps(params, indent=2, sort_keys=True))
     return kept
 
 

@@ -37,6 +37,7 @@ import pandas as pd
 from animbench.downloads import download as download_file
 from animbench.downloads import sha256_file
 from animbench.errors import AnimbenchError, DataError
+from animbench.files import write_text_atomic
 
 DEFAULT_CACHE = "resources/cache"
 TIMEOUT_S = 60
@@ -153,9 +154,7 @@ def clip_table(dataset: str, spec: Mapping, inputs: Sequence[str]) -> pd.DataFra
 
 
 def _write_json(path: Path, payload: Mapping) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
 
 
 # ---------------------------------------------------------------------------- download
@@ -167,7 +166,7 @@ def download(
     """Download a dataset's sources into ``<data>/raw`` and write the per-video availability
     table to `out` (``<data>/availability.parquet``). Missing or private videos are rows, not
     errors; an unreachable archive (a whole dataset) is an error."""
-    from animbench.evaluate.metrics import write_parquet_atomic
+    from animbench.files import write_parquet_atomic
 
     out = Path(out)
     raw = out.parent / "raw"
@@ -224,7 +223,7 @@ def crop(
 ) -> pd.DataFrame:
     """Cut the clips into ``<data>/clips`` and write the clip index to `out`
     (``<data>/clips.parquet``): one row per expected clip with its status and frame count."""
-    from animbench.evaluate.metrics import write_parquet_atomic
+    from animbench.files import write_parquet_atomic
 
     out = Path(out)
     clips_dir = out.parent / "clips"

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import zlib
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ import numpy as np
 
 from animbench.data.video import write_clip
 from animbench.errors import ConfigError
+from animbench.files import write_atomic
 
 FORMAT_VERSION = 1
 SUPERSAMPLE = 2
@@ -437,12 +437,6 @@ def _dataset_info(
     }
 
 
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def make_dataset(
     kind: str,
     out: str | Path,
@@ -517,6 +511,6 @@ def make_dataset(
             )
         )
     truth = pd.concat(tables, ignore_index=True)
-    _write_atomic(truth_path, lambda p: truth.to_parquet(p, index=False))
-    _write_atomic(info_path, lambda p: p.write_text(json.dumps(info, indent=2) + "\n"))
+    write_atomic(truth_path, lambda p: truth.to_parquet(p, index=False))
+    write_atomic(info_path, lambda p: p.write_text(json.dumps(info, indent=2) + "\n"))
     return out

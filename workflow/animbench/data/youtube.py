@@ -40,6 +40,7 @@ import pandas as pd
 
 from animbench.data import ffmpeg
 from animbench.errors import ConfigError, DataError
+from animbench.files import write_parquet_atomic
 
 log = logging.getLogger(__name__)
 
@@ -152,13 +153,7 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
 
 def write_manifest(frame: pd.DataFrame, path: str | Path) -> None:
     """Write atomically: a temporary file in the same folder, then os.replace."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        _typed(frame).to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_parquet_atomic(_typed(frame), path)
 
 
 def availability(manifest: pd.DataFrame, youtube_ids: Iterable[str]) -> pd.DataFrame:

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,6 +28,7 @@ import pandas as pd
 
 from animbench.data.video import clip_name, list_clips, num_frames, read_clip, read_frames
 from animbench.errors import ConfigError, DataError
+from animbench.files import write_parquet_atomic  # noqa: F401  (re-exported: tables, stats, tests)
 
 BATCH_FRAMES = 64
 
@@ -171,21 +170,6 @@ def typed_frame(
             "Int64" if col in ints else "float64" if col in floats else "string"
         )
     return df
-
-
-def write_parquet_atomic(df: pd.DataFrame, out: str | Path) -> Path:
-    """Write Parquet under a temporary name and rename, so readers never see a partial file."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
 
 
 def _read_reconstruct_json(pred: Path) -> dict[str, Any]:
@@ -401,3 +385,28 @@ def _sum_count(prefix: str, parts: list[np.ndarray], n: int) -> dict[str, Any]:
         raise ValueError(f"{prefix}: detector returned {len(values)} results for {n} frames")
     keep = ~np.isnan(values)
     return {f"{prefix}_sum": float(values[keep].sum()), f"{prefix}_frames": int(keep.sum())}
+
+
+def read_metrics(paths: Sequence[str | Path]) -> pd.DataFrame:
+    frames = []
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"{path}: metrics file not found")
+        try:
+            frames.append(pd.read_parquet(path))
+        except Exception as exc:  # pyarrow raises several types for broken files
+            raise DataError(f"{path}: corrupt Parquet ({type(exc).__name__}: {exc})") from exc
+        missing = {"dataset", "method", "video", "n_frames", "l1_sum"} - set(frames[-1].columns)
+        if missing:
+            raise DataError(f"{path}: not a metrics file (missing columns {sorted(missing)})")
+    if not frames:
+        return pd.DataFrame(columns=["dataset", "method", "video"])
+    df = pd.concat(frames, ignore_index=True)
+    dup = df.duplicated(["dataset", "method", "video"])
+    if dup.any():
+        r = df[dup].iloc[0]
+        raise DataError(
+            f"metrics files hold video {r['video']} of {r['dataset']}/{r['method']} twice"
+        )
+    return df

@@ -38,6 +38,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from animbench import checkpoint as ckpt
 from animbench.data.video import (
     QUANTISATIONS,
     clip_name,
@@ -46,12 +47,11 @@ from animbench.data.video import (
     to_uint8,
     write_clip,
 )
+from animbench.device import resolve_device
 from animbench.errors import ConfigError
 from animbench.evaluate.image_metrics import FRAME_METRICS, frame_metrics, lpips_note
-from animbench.evaluate.metrics import write_parquet_atomic
+from animbench.files import write_parquet_atomic
 from animbench.models.registry import build
-from animbench.train import checkpoint as ckpt
-from animbench.train.trainer import resolve_device
 
 # Frames per forward pass, across clips: past ~16 the CPU gains little (benchmarks/reconstruct.py),
 # and memory stays modest: FOMM at 256×256 peaks at ~85 MiB a frame, ~3 GiB a batch.

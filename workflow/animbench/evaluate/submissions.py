@@ -204,10 +204,10 @@ def import_submission(
     layout (PNG clips, frames.parquet, reconstruct.json); returns frames.parquet's path.
 
     L1 is computed on the stored 8-bit frames (a submission has no float predictions)."""
+    from animbench.device import resolve_device
     from animbench.evaluate.image_metrics import FRAME_METRICS, frame_metrics, lpips_note
-    from animbench.evaluate.metrics import write_parquet_atomic
     from animbench.evaluate.reconstruct import _mean
-    from animbench.train.trainer import resolve_device
+    from animbench.files import write_parquet_atomic
 
     gt, pred, out = Path(gt), Path(pred), Path(out)
     submission = validate_submission(gt, pred)

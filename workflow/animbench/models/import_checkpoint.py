@@ -32,9 +32,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from animbench import checkpoint as ckpt
 from animbench.errors import DataError
 from animbench.models.registry import build, get_preset
-from animbench.train import checkpoint as ckpt
 
 # networks that only training uses: may be missing from an authors' file
 TRAINING_ONLY = ("discriminator",)
@@ -192,4 +192,23 @@ def import_checkpoint(preset: str, path: str | Path, out: str | Path) -> Path:
             "animbench_version": __version__,
         },
         out,
+    )
+
+
+def save_untrained(preset: str, path: str | Path, note: str, seed: int = 0) -> Path:
+    """A randomly initialised model of `preset` (torch seed `seed`) as an animbench checkpoint,
+    for benchmarks and tests that need a model file but no training."""
+    torch.manual_seed(seed)
+    spec = get_preset(preset)
+    model = build(spec)
+    return ckpt.save(
+        {
+            "method": spec["model"],
+            "preset": spec,
+            "networks": {name: net.state_dict() for name, net in model.networks.items()},
+            "epoch": 0,
+            "step": 0,
+            "warnings": [f"randomly initialised ({note})"],
+        },
+        path,
     )

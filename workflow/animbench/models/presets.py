@@ -8,7 +8,7 @@ A preset holds `model` (the registry name), `model_params` (constructor argument
 
 from __future__ import annotations
 
-from animbench.config import merge
+from animbench.mappings import merge
 
 # common_params.align_corners: grid_sample's convention for every warp and the equivariance
 # transform, the one the authors' checkpoints learned (DESIGN.md §1): FOMM (torch 1.0) and

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 
 from torch import nn
 
-from animbench.config import merge
 from animbench.errors import ConfigError, NotImplementedYet
+from animbench.mappings import merge
 from animbench.models.presets import PRESETS
 
 # method -> human name used in the papers' tables

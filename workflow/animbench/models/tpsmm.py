@@ -597,7 +597,7 @@ class TPSMM(nn.Module):
         """The demo's relative mode: kp = (kp_d − kp_d0)·s + kp_s, s the adapt-movement scale
         √area(hull(kp_s)) / √area(hull(kp_d0)) (1 without adapt_scale). No driving frame is
         kept: the background stays still, as in the reference's demo."""
-        from animbench.animate import movement_scale
+        from animbench.models.keypoints import movement_scale
 
         scale = 1.0
         if adapt_scale:

@@ -17,8 +17,6 @@ import colorsys
 import csv
 import io
 import numbers
-import os
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
+
+from animbench.files import write_bytes_atomic
 
 # columns that index the row rather than measure anything: not plotted
 INDEX_COLUMNS = ("step", "epoch")
@@ -40,18 +40,6 @@ _tensorboard_warned = False
 def log_name(stage: str) -> str:
     """CSV file name of a training stage: `log.csv` for "main", `log-<stage>.csv` otherwise."""
     return "log.csv" if stage == "main" else f"log-{stage}.csv"
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    # temp file in the same folder, then rename: readers see the old file or the new, never half
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _csv_text(rows: list[list[str]]) -> str:
@@ -109,7 +97,7 @@ class RunLogger:
         return [row for row in csv.reader(io.StringIO(text)) if row], whole
 
     def _rewrite(self, rows: list[list[str]]) -> None:
-        _atomic_write(self.csv_path, _csv_text(rows).encode())
+        write_bytes_atomic(self.csv_path, _csv_text(rows).encode())
 
     def _ensure_columns(self, row: Mapping) -> list[str]:
         if self._columns is None:
@@ -209,8 +197,8 @@ class RunLogger:
         Image.fromarray(np.ascontiguousarray(grid, dtype=np.uint8)).save(buffer, format="PNG")
         grids = self.out / "grids"
         grids.mkdir(exist_ok=True)
-        _atomic_write(grids / f"{self.stage}-step{step:07d}.png", buffer.getvalue())
-        _atomic_write(self.out / "grid-latest.png", buffer.getvalue())
+        write_bytes_atomic(grids / f"{self.stage}-step{step:07d}.png", buffer.getvalue())
+        write_bytes_atomic(self.out / "grid-latest.png", buffer.getvalue())
         writer = self._tb()
         if writer is not None:
             writer.add_image(f"{self.stage}/grid", grid, step, dataformats="HWC")

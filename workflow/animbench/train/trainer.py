@@ -45,11 +45,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from animbench import __version__
+from animbench import __version__, checkpoint
 from animbench.data.datasets import FramePairs
+from animbench.device import resolve_device
 from animbench.errors import ConfigError, DataError
 from animbench.models.registry import build, get_preset
-from animbench.train import checkpoint, identity, pretrained
+from animbench.train import identity, pretrained
 from animbench.train.distributed import Distributed, PairBatchSampler, synchronise_batch_norm
 from animbench.train.logging import RunLogger, training_grid
 from animbench.train.objectives import AVD_OBJECTIVES, OBJECTIVES
@@ -95,12 +96,6 @@ class TrainOptions:
         return TrainOptions(
             **{**asdict(self), "precision": precision, "channels_last": channels_last}
         )
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class _StopRequest:

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 
 from animbench.errors import DataError
+from animbench.files import write_atomic, write_text_atomic
 from animbench.weights import sha256sum as sha256
 
 LAST, PREVIOUS = "checkpoint-last.pt", "checkpoint-prev.pt"
@@ -39,17 +39,7 @@ FORMAT = "animbench-checkpoint/1"
 
 def save(payload: dict, path: str | Path) -> Path:
     """Write atomically: a kill during the write never leaves a torn file under `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save({"format": FORMAT, **payload}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_atomic(path, lambda tmp: torch.save({"format": FORMAT, **payload}, tmp))
 
 
 def load(path: str | Path, map_location="cpu") -> dict:
@@ -66,33 +56,6 @@ def load(path: str | Path, map_location="cpu") -> dict:
     return payload
 
 
-def save_untrained(preset: str, path: str | Path, note: str, seed: int = 0) -> Path:
-    """A randomly initialised model of `preset` (torch seed `seed`) as an animbench checkpoint,
-    for benchmarks and tests that need a model file but no training."""
-    from animbench.models.registry import build, get_preset
-
-    torch.manual_seed(seed)
-    spec = get_preset(preset)
-    model = build(spec)
-    return save(
-        {
-            "method": spec["model"],
-            "preset": spec,
-            "networks": {name: net.state_dict() for name, net in model.networks.items()},
-            "epoch": 0,
-            "step": 0,
-            "warnings": [f"randomly initialised ({note})"],
-        },
-        path,
-    )
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def save_resumable(payload: dict, run: str | Path, periodic_epoch: int | None = None) -> Path:
     """checkpoint-last.pt ← payload, the previous last kept as checkpoint-prev.pt (and a copy as
     checkpoint-epoch<E>.pt when `periodic_epoch` is given), each with its digest file. The new
@@ -107,14 +70,12 @@ def save_resumable(payload: dict, run: str | Path, periodic_epoch: int | None = 
         if (run / (LAST + ".sha256")).exists():
             os.replace(run / (LAST + ".sha256"), run / (PREVIOUS + ".sha256"))
     os.replace(tmp, last)
-    _write_text_atomic(run / (LAST + ".sha256"), digest)
+    write_text_atomic(run / (LAST + ".sha256"), digest)
     if periodic_epoch:
         # a copy, not a link: damage to one file must not reach the other
         periodic = run / f"checkpoint-epoch{periodic_epoch:04d}.pt"
-        tmp = periodic.with_name(f".{periodic.name}.tmp")
-        shutil.copyfile(last, tmp)
-        os.replace(tmp, periodic)
-        _write_text_atomic(periodic.with_name(periodic.name + ".sha256"), digest)
+        write_atomic(periodic, lambda tmp: shutil.copyfile(last, tmp))
+        write_text_atomic(periodic.with_name(periodic.name + ".sha256"), digest)
     return last
 
 
