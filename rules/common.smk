@@ -243,10 +243,17 @@ def train_overrides(wildcards):
 # ----------------------------------------------------------------------------- evaluate
 
 
+# LPIPS (AlexNet trunk and v0.1 heads), fetched by the local `weights` rule so that a compute
+# node needs no internet; not with random weights allowed (offline CI: LPIPS is NaN there)
+LPIPS_WEIGHTS = ["alexnet", "lpips_alex"]
+
+
 def reconstruct_inputs(wildcards):
     inputs = {"data": dataset_clips(wildcards)}
     if wildcards.method not in BASELINES:
         inputs["checkpoint"] = model_checkpoint(wildcards.dataset, wildcards.method)
+    if not config["training"]["allow_random_weights"]:
+        inputs["weights"] = [weight_stamp(name) for name in LPIPS_WEIGHTS]
     return inputs
 
 

@@ -83,6 +83,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _cmd_reconstruct(args: argparse.Namespace) -> None:
     from animbench.evaluate.reconstruct import reconstruct
 
+    _apply_weight_pins(args)  # LPIPS' files (alexnet, lpips_alex)
     reconstruct(
         data=args.data,
         method=args.method,
@@ -313,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="auto")
+    p.add_argument("--weight-pins", type=_json, default={}, help=WEIGHT_PINS_HELP)
     p.set_defaults(func=_cmd_reconstruct)
 
     p = sub.add_parser(
