@@ -13,7 +13,7 @@ rule reconstruct:
     benchmark:
         res("benchmarks/reconstruct/{dataset}/{method}.tsv")
     conda:
-        "../envs/torch.yaml"
+        "../envs/animbench.yaml"
     threads: job_resource("reconstruct", "threads")
     resources:
         gpu=job_resource("reconstruct", "gpu"),

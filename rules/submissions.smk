@@ -15,7 +15,7 @@ rule submission:
     wildcard_constraints:
         method=alternatives(SUBMISSIONS),
     conda:
-        "../envs/torch.yaml"
+        "../envs/animbench.yaml"
     threads: job_resource("reconstruct", "threads")
     resources:
         gpu=job_resource("reconstruct", "gpu"),

@@ -21,7 +21,7 @@ rule train:
         method=alternatives(TRAINED_METHODS),
     priority: train_priority
     conda:
-        "../envs/torch.yaml"
+        "../envs/animbench.yaml"
     threads: job_resource("train", "threads")
     resources:
         gpu=job_resource("train", "gpu"),
@@ -58,7 +58,7 @@ rule import_checkpoint:
     wildcard_constraints:
         method=alternatives(TRAINED_METHODS),
     conda:
-        "../envs/torch.yaml"
+        "../envs/animbench.yaml"
     resources:
         downloads=1,
     params:

@@ -22,7 +22,7 @@ rule weights:
         weight=alternatives(WEIGHTS),
     localrule: True
     conda:
-        "../envs/eval.yaml"
+        "../envs/animbench.yaml"
     params:
         cache=lambda wildcards, output: Path(output[0]).parents[2],
         pins=WEIGHT_PINS,
