@@ -243,17 +243,19 @@ def train_overrides(wildcards):
 # ----------------------------------------------------------------------------- evaluate
 
 
-# LPIPS (AlexNet trunk and v0.1 heads), fetched by the local `weights` rule so that a compute
-# node needs no internet; not with random weights allowed (offline CI: LPIPS is NaN there)
-LPIPS_WEIGHTS = ["alexnet", "lpips_alex"]
+def lpips_weights(wildcards):
+    """Stamps of LPIPS' files (AlexNet trunk, v0.1 heads) for reconstruct and submission jobs,
+    fetched by the local `weights` rule so that a compute node needs no internet; none with
+    random weights allowed (offline CI, where LPIPS is NaN by design)."""
+    if config["training"]["allow_random_weights"]:
+        return []
+    return [weight_stamp(name) for name in ("alexnet", "lpips_alex")]
 
 
 def reconstruct_inputs(wildcards):
-    inputs = {"data": dataset_clips(wildcards)}
+    inputs = {"data": dataset_clips(wildcards), "weights": lpips_weights(wildcards)}
     if wildcards.method not in BASELINES:
         inputs["checkpoint"] = model_checkpoint(wildcards.dataset, wildcards.method)
-    if not config["training"]["allow_random_weights"]:
-        inputs["weights"] = [weight_stamp(name) for name in LPIPS_WEIGHTS]
     return inputs
 
 

@@ -133,6 +133,7 @@ def _cmd_metrics(args: argparse.Namespace) -> None:
 def _cmd_submission(args: argparse.Namespace) -> None:
     from animbench.evaluate.submissions import import_submission
 
+    _apply_weight_pins(args)  # LPIPS' files (alexnet, lpips_alex)
     import_submission(args.gt, args.pred, args.method, args.out, args.device)
 
 
@@ -359,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", required=True)
     p.add_argument("--out", required=True, help="reconstruction folder to write")
     p.add_argument("--device", default="auto")
+    p.add_argument("--weight-pins", type=_json, default={}, help=WEIGHT_PINS_HELP)
     p.set_defaults(func=_cmd_submission)
 
     p = sub.add_parser("table", help="gather a results table (Parquet)")
