@@ -1,4 +1,12 @@
 # Tables built from the (validated) config, wildcard constraints, and every helper function.
+
+
+# The container route (`--sdm apptainer`): every job runs in this image, built from
+# envs/animbench.def in the checkout; ignored by the other routes (README "Running on a SLURM
+# cluster").
+container: "animbench.sif"
+
+
 import json
 import re
 import shlex

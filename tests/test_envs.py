@@ -173,3 +173,51 @@ def test_post_deploy_installs_animbench_from_the_checkout(tmp_path):
     proc, calls = _run_post_deploy(elsewhere, elsewhere)
     assert proc.returncode == 1 and calls == []
     assert f"{elsewhere} is not the animbench checkout" in proc.stderr
+
+
+# ----------------------------------------------------------------------------- the image
+
+IMAGE_DEF = REPO / "envs" / "animbench.def"
+
+
+def image_sections() -> dict[str, list[str]]:
+    """The definition's header lines ('') and each %section's lines, comments dropped."""
+    sections: dict[str, list[str]] = {"": []}
+    current = ""
+    for raw in IMAGE_DEF.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("%"):
+            current = line[1:]
+            sections[current] = []
+        else:
+            sections[current].append(line)
+    return sections
+
+
+def test_image_installs_the_checkout_with_what_the_rules_need():
+    sections = image_sections()
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    # what building the package needs, copied from the checkout (paths relative to it)
+    copied = {line.split()[0]: line.split()[1] for line in sections["files"]}
+    package_root = project["tool"]["setuptools"]["packages"]["find"]["where"][0]
+    assert set(copied) == {"pyproject.toml", project["project"]["readme"], package_root}
+    assert all((REPO / source).exists() for source in copied)
+    prefix = {str(Path(dest).parent) for dest in copied.values()}
+    assert len(prefix) == 1
+    extras = ",".join(EXTRAS_USED)
+    assert f'pip install --no-cache-dir "{prefix.pop()}[{extras}]"' in sections["post"]
+    assert any("ffmpeg" in line for line in sections["post"] if "apt-get install" in line)
+    # the same Python as the conda route's environment, within requires-python
+    base = dict(line.split(":", 1) for line in sections[""])
+    python = re.match(r"python:(\d+\.\d+)-", base["From"].strip()).group(1)
+    assert env_requirements()["python"].specifier == SpecifierSet(f"=={python}.*")
+    assert Version(python) in SpecifierSet(project["project"]["requires-python"])
+
+
+def test_workflow_runs_jobs_in_the_image_the_definition_builds():
+    # the build command the definition documents writes the image the workflow names
+    build = re.search(r"apptainer build (\S+) envs/animbench.def", IMAGE_DEF.read_text())
+    common = (REPO / "rules" / "common.smk").read_text()
+    assert re.findall(r'^container: "([^"]+)"', common, flags=re.M) == [build.group(1)]
