@@ -1,4 +1,12 @@
 # Tables built from the (validated) config, wildcard constraints, and every helper function.
+
+
+# The container route (`--sdm apptainer`): every job runs in this image, built from
+# envs/animbench.def in the checkout; ignored by the other routes (README "Running on a SLURM
+# cluster").
+container: "animbench.sif"
+
+
 import json
 import re
 import shlex
@@ -243,8 +251,17 @@ def train_overrides(wildcards):
 # ----------------------------------------------------------------------------- evaluate
 
 
+def lpips_weights(wildcards):
+    """Stamps of LPIPS' files (AlexNet trunk, v0.1 heads) for reconstruct and submission jobs,
+    fetched by the local `weights` rule so that a compute node needs no internet; none with
+    random weights allowed (offline CI, where LPIPS is NaN by design)."""
+    if config["training"]["allow_random_weights"]:
+        return []
+    return [weight_stamp(name) for name in ("alexnet", "lpips_alex")]
+
+
 def reconstruct_inputs(wildcards):
-    inputs = {"data": dataset_clips(wildcards)}
+    inputs = {"data": dataset_clips(wildcards), "weights": lpips_weights(wildcards)}
     if wildcards.method not in BASELINES:
         inputs["checkpoint"] = model_checkpoint(wildcards.dataset, wildcards.method)
     return inputs

@@ -15,7 +15,7 @@ rule metadata:
     retries: 2
     localrule: True
     conda:
-        "../envs/data.yaml"
+        "../envs/animbench.yaml"
     threads: rule_resource("metadata", "threads")
     resources:
         downloads=1,
@@ -42,7 +42,7 @@ rule download:
     retries: 2
     localrule: True
     conda:
-        "../envs/data.yaml"
+        "../envs/animbench.yaml"
     threads: rule_resource("download", "threads")
     resources:
         downloads=1,
@@ -68,7 +68,7 @@ rule crop:
     wildcard_constraints:
         dataset=alternatives(REAL_DATASETS),
     conda:
-        "../envs/data.yaml"
+        "../envs/animbench.yaml"
     threads: job_resource("crop", "threads")
     resources:
         mem_mb=job_resource("crop", "mem_mb"),
@@ -92,7 +92,7 @@ rule synthetic:
         dataset=alternatives(SYNTHETIC_DATASETS),
     priority: 1000  # the data first: every training job waits for it
     conda:
-        "../envs/data.yaml"
+        "../envs/animbench.yaml"
     threads: rule_resource("synthetic", "threads")
     resources:
         mem_mb=rule_resource("synthetic", "mem_mb"),

@@ -15,7 +15,7 @@ rule metrics:
     benchmark:
         res("benchmarks/metrics/{dataset}/{method}.tsv")
     conda:
-        "../envs/eval.yaml"
+        "../envs/animbench.yaml"
     threads: job_resource("metrics", "threads")
     resources:
         gpu=job_resource("metrics", "gpu"),

@@ -13,7 +13,7 @@ rule pose_env:
         res("logs/pose_env.log"),
     localrule: True
     conda:
-        "../envs/eval.yaml"  # where `animbench` is; the venv is made from its Python
+        "../envs/animbench.yaml"  # where `animbench` is; the venv is made from its Python
     params:
         prefix=lambda wildcards, output: Path(output[0]).parent,
     shell:

@@ -13,7 +13,7 @@ rule reconstruct:
     benchmark:
         res("benchmarks/reconstruct/{dataset}/{method}.tsv")
     conda:
-        "../envs/torch.yaml"
+        "../envs/animbench.yaml"
     threads: job_resource("reconstruct", "threads")
     resources:
         gpu=job_resource("reconstruct", "gpu"),
@@ -23,6 +23,9 @@ rule reconstruct:
         data=res("data/{dataset}/clips"),
         checkpoint=checkpoint_arg,
         device=config["device"],
+        cache=CACHE,
+        pins=WEIGHT_PINS,
     shell:
-        "animbench reconstruct --threads {threads} --data {params.data:q} --method {wildcards.method}"
-        " {params.checkpoint} --out {output:q} --device {params.device} > {log:q} 2>&1"
+        "ANIMBENCH_CACHE={params.cache:q} animbench reconstruct --threads {threads} --data {params.data:q} --method {wildcards.method}"
+        " {params.checkpoint} --out {output:q} --device {params.device}"
+        " --weight-pins {params.pins:q} > {log:q} 2>&1"

@@ -15,7 +15,7 @@ rule report:
         res("logs/report.log"),
     localrule: True
     conda:
-        "../envs/eval.yaml"
+        "../envs/animbench.yaml"
     threads: rule_resource("table", "threads")
     resources:
         mem_mb=rule_resource("table", "mem_mb"),

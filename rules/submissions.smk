@@ -8,6 +8,7 @@ rule submission:
     input:
         gt=dataset_clips,
         predictions=submission_predictions,
+        weights=lpips_weights,
     output:
         directory(res("reconstruction/{dataset}/{method}")),
     log:
@@ -15,7 +16,7 @@ rule submission:
     wildcard_constraints:
         method=alternatives(SUBMISSIONS),
     conda:
-        "../envs/torch.yaml"
+        "../envs/animbench.yaml"
     threads: job_resource("reconstruct", "threads")
     resources:
         gpu=job_resource("reconstruct", "gpu"),
@@ -24,10 +25,12 @@ rule submission:
     params:
         gt=res("data/{dataset}/clips/test"),
         device=config["device"],
+        cache=CACHE,
+        pins=WEIGHT_PINS,
     shell:
-        "animbench submission --threads {threads} --gt {params.gt:q}"
+        "ANIMBENCH_CACHE={params.cache:q} animbench submission --threads {threads} --gt {params.gt:q}"
         " --pred {input.predictions:q} --method {wildcards.method} --out {output:q}"
-        " --device {params.device} > {log:q} 2>&1"
+        " --device {params.device} --weight-pins {params.pins:q} > {log:q} 2>&1"
 
 
 ruleorder: submission > reconstruct

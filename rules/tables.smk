@@ -10,7 +10,7 @@ rule table2:
     log:
         res("logs/table2.log"),
     conda:
-        "../envs/eval.yaml"
+        "../envs/animbench.yaml"
     threads: rule_resource("table", "threads")
     resources:
         mem_mb=rule_resource("table", "mem_mb"),
@@ -34,7 +34,7 @@ rule pairs:
     log:
         res("logs/pairs.log"),
     conda:
-        "../envs/eval.yaml"
+        "../envs/animbench.yaml"
     threads: rule_resource("table", "threads")
     resources:
         mem_mb=rule_resource("table", "mem_mb"),
@@ -53,7 +53,7 @@ rule table1:
     log:
         res("logs/table1.log"),
     conda:
-        "../envs/torch.yaml"
+        "../envs/animbench.yaml"
     threads: rule_resource("table", "threads")
     resources:
         mem_mb=rule_resource("table", "mem_mb"),
@@ -76,7 +76,7 @@ rule paper_table:
     wildcard_constraints:
         table=alternatives(PAPER_TABLES),
     conda:
-        "../envs/eval.yaml"
+        "../envs/animbench.yaml"
     threads: rule_resource("table", "threads")
     resources:
         mem_mb=rule_resource("table", "mem_mb"),

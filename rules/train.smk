@@ -21,7 +21,7 @@ rule train:
         method=alternatives(TRAINED_METHODS),
     priority: train_priority
     conda:
-        "../envs/torch.yaml"
+        "../envs/animbench.yaml"
     threads: job_resource("train", "threads")
     resources:
         gpu=job_resource("train", "gpu"),
@@ -47,7 +47,9 @@ rule train:
 
 
 # Released checkpoints (config: methods.<method>.checkpoints.<dataset>) are imported strictly
-# into the preset's model and evaluated instead of a model trained here.
+# into the preset's model and evaluated instead of a model trained here. A local rule: a release
+# given by URL is downloaded by the job, so it runs where Snakemake runs (compute nodes may have
+# no internet, and their jobs run with ANIMBENCH_OFFLINE); the import itself is a CPU load.
 rule import_checkpoint:
     input:
         release_input,
@@ -57,8 +59,9 @@ rule import_checkpoint:
         res("logs/import/{dataset}/{method}.log"),
     wildcard_constraints:
         method=alternatives(TRAINED_METHODS),
+    localrule: True
     conda:
-        "../envs/torch.yaml"
+        "../envs/animbench.yaml"
     resources:
         downloads=1,
     params:

@@ -7,8 +7,9 @@ import os
 # BLAS threads likewise: scipy's SVD of the CPAB constraint matrices is 20× slower with two
 # threads on a busy 2-core machine. Set before numpy loads its BLAS.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-# No weight downloads from tests or the workflows they start (VGG19, AlexNet for LPIPS, ...):
-# results must not depend on what the machine can reach. Tests of fetching use their own files.
+# No downloads from tests or the workflows they start (VGG19, AlexNet for LPIPS, datasets, ...):
+# results must not depend on what the machine can reach. Tests of fetching use their own files
+# (loopback servers) and lift the switch.
 os.environ.setdefault("ANIMBENCH_OFFLINE", "1")
 
 import contextlib

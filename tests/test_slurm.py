@@ -5,18 +5,30 @@ the job there and then, and `sacct` reports it COMPLETED. The sbatch calls must 
 job's GPUs, memory, runtime and CPUs from config (defaults, and a per-(method, dataset)
 override), and a multi-GPU train job must run the trainer through torchrun.
 
+The run takes the default software route (no conda: every job inherits the environment
+Snakemake runs in) and the cluster's network: the stand-in "compute nodes" have no internet
+(every proxy variable points at a closed port, loopback included), so the weight files the
+jobs load (LPIPS' AlexNet trunk and heads, served here from a loopback server) must be fetched
+by the local `weights` rule beforehand, and every job must run with ANIMBENCH_OFFLINE set.
+
 Runs in a copy of the repository so a developer's own results/ is left alone.
 """
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from ci_support import REPO, _ignore
 
@@ -29,10 +41,10 @@ from pathlib import Path
 STATE = Path(os.environ["FAKE_SLURM_STATE"])
 
 
-def record(tool, argv):
+def record(tool, argv, **extra):
     with open(STATE / "calls.jsonl", "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
-        fh.write(json.dumps({{"tool": tool, "argv": argv}}) + "\\n")
+        fh.write(json.dumps({{"tool": tool, "argv": argv, **extra}}) + "\\n")
 
 
 def jobs():
@@ -64,6 +76,10 @@ job = {"id": str(job_id), "name": opts["--job-name"], "comment": opts["--comment
 log = Path(opts["--output"].replace("%j", job["id"]))
 log.parent.mkdir(parents=True, exist_ok=True)
 env = dict(os.environ, SLURM_JOB_ID=job["id"], SLURM_JOBID=job["id"])
+# a compute node without internet: every connection goes to a closed port, loopback included
+for var in ("http_proxy", "https_proxy", "ftp_proxy", "all_proxy"):
+    env[var] = env[var.upper()] = "http://127.0.0.1:9"
+env["no_proxy"] = env["NO_PROXY"] = ""
 with open(log, "w") as out:
     rc = subprocess.call(
         ["/bin/sh", "-c", wrap], cwd=opts.get("-D"), env=env, stdout=out, stderr=out
@@ -85,10 +101,11 @@ if "--name" in argv:
             print(f"{job['id']}|{job['state']}")
 """
 
-# srun inside a job: drop its options and run the step's command
+# srun inside a job: drop its options and run the step's command; records whether the job
+# step runs with downloads switched off
 _SRUN = """
 argv = sys.argv[1:]
-record("srun", argv)
+record("srun", argv, offline=os.environ.get("ANIMBENCH_OFFLINE"))
 while argv and argv[0].startswith("-"):
     argv.pop(0)
 os.execvp("/bin/sh", ["/bin/sh", "-c", shlex.join(argv)])
@@ -126,7 +143,9 @@ def install_standins(folder: Path) -> None:
 # ----------------------------------------------------------------------------- the run
 
 # a tiny synthetic benchmark: 4 + 2 clips of 8 frames at 32x32, two optimiser steps; `fomm` and
-# a second entry of the same model, `fomm-default`, which keeps the default train resources
+# a second entry of the same model, `fomm-default`, which keeps the default train resources.
+# No perceptual loss, so training needs no VGG19 (548 MB): the files the jobs need from outside
+# are LPIPS' (reconstruct), served by a loopback server (slurm_run) under config `weights:`.
 TINY_TRAIN = {
     "train_params": {
         "max_steps": 2,
@@ -135,12 +154,12 @@ TINY_TRAIN = {
         "num_repeats": 1,
         "checkpoint_freq": 1,
         "scales": [1, 0.5],
+        "loss_weights": {"perceptual": [0, 0, 0, 0, 0]},
     },
     "dataset_params": {"frame_shape": [32, 32, 3]},
 }
 CONFIG = {
     "device": "cpu",
-    "training": {"allow_random_weights": True},  # offline nodes: random VGG19, rows "deviate"
     "datasets": {"synthetic-face": {"num_train": 4, "num_test": 2, "frames": 8, "size": 32}},
     "methods": {
         "fomm": {"overrides": TINY_TRAIN},
@@ -175,25 +194,84 @@ TARGETS = [
 _FAILURE: list[str] = []
 
 
+def lpips_files(folder: Path) -> dict[str, Path]:
+    """Stand-ins for LPIPS' AlexNet trunk and v0.1 heads (random, in the published layouts)."""
+    import torch
+
+    from animbench.evaluate.image_metrics import LPIPS
+
+    torch.manual_seed(0)
+    model = LPIPS(pretrained=False)
+    trunk = {f"features.{k}": v for k, v in model.features.state_dict().items()}
+    heads = {f"lin{i}.model.1.weight": lin.weight.abs() for i, lin in enumerate(model.lins)}
+    folder.mkdir()
+    torch.save(trunk, folder / "alexnet.pth")
+    torch.save(heads, folder / "alex.pth")
+    return {"alexnet": folder / "alexnet.pth", "lpips_alex": folder / "alex.pth"}
+
+
+@contextlib.contextmanager
+def loopback_server(root: Path) -> Iterator[tuple[str, list[str]]]:
+    """(base URL, paths requested so far) of an HTTP server on 127.0.0.1 serving `root`."""
+    requested: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def do_GET(self):
+            requested.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", requested
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture(scope="module")
-def slurm_run(tmp_path_factory) -> dict:
-    """The copy's folder and every stand-in call ({tool, argv}) of one profile run."""
+def slurm_run(tmp_path_factory) -> Iterator[dict]:
+    """The copy's folder, every stand-in call ({tool, argv}) of one profile run, and the paths
+    the loopback weight server was asked for."""
     if _FAILURE:
         pytest.fail(_FAILURE[0])
+    from animbench.downloads import sha256_file
+
     tmp = tmp_path_factory.mktemp("slurm")
     workdir, bindir, state = tmp / "repo", tmp / "bin", tmp / "state"
     shutil.copytree(REPO, workdir, ignore=_ignore)
     install_standins(bindir)
     state.mkdir()
-    (tmp / "config.json").write_text(json.dumps(CONFIG))
+    files = lpips_files(tmp / "www")
+    with loopback_server(tmp / "www") as (url, requested):
+        pins = {
+            name: {"url": f"{url}/{path.name}", "sha256": sha256_file(path)}
+            for name, path in files.items()
+        }
+        (tmp / "config.json").write_text(json.dumps({**CONFIG, "weights": pins}))
+        yield run_profile(tmp, workdir, bindir, state) | {"requested": requested}
+
+
+def run_profile(tmp: Path, workdir: Path, bindir: Path, state: Path) -> dict:
     env = dict(
         os.environ,
+        # the default route: the environment Snakemake runs in (its PATH finds `animbench`)
         PATH=f"{bindir}:{Path(sys.executable).parent}:{os.environ['PATH']}",
         FAKE_SLURM_STATE=str(state),
-        ANIMBENCH_OFFLINE="1",  # no download from a "node" (random VGG19 allowed in CONFIG)
         TORCH_HOME=str(tmp / "torch"),
         OMP_NUM_THREADS="1",
+        # the login node reaches the loopback server directly (not through a registry proxy)
+        no_proxy="127.0.0.1,localhost",
+        NO_PROXY="127.0.0.1,localhost",
     )
+    env.pop("ANIMBENCH_OFFLINE", None)  # the workflow itself must switch the jobs offline
     proc = subprocess.run(
         [
             sys.executable,
@@ -210,9 +288,6 @@ def slurm_run(tmp_path_factory) -> dict:
             "slurm_partition=testcpu",
             "runtime=5",
             "mem_mb=500",
-            # no conda here: env-modules is a no-op (no rule declares `envmodules:`)
-            "--software-deployment-method",
-            "env-modules",
             "--retries",
             "0",
             "--slurm-init-seconds-before-status-checks",
@@ -241,6 +316,41 @@ def slurm_run(tmp_path_factory) -> dict:
         )
         pytest.fail(_FAILURE[0])
     return {"workdir": workdir, "calls": calls}
+
+
+def test_jobs_run_offline_on_files_the_local_rules_fetched(slurm_run):
+    """Every job ran with downloads switched off and no network; the LPIPS files it needed
+    came from the local `weights` rule (one request each, from the login node), and LPIPS was
+    measured with them."""
+    steps = [call for call in slurm_run["calls"] if call["tool"] == "srun"]
+    rules = {rule: False for rule in ("train", "reconstruct", "metrics")}
+    for call in steps:
+        rule = next((r for r in rules if f"{r}:dataset=" in " ".join(call["argv"])), None)
+        if rule:
+            rules[rule] = True
+            assert call["offline"] == "1", call
+    assert all(rules.values()), rules
+    assert sorted(slurm_run["requested"]) == ["/alex.pth", "/alexnet.pth"]
+    out = slurm_run["workdir"] / "results/reconstruction/synthetic-face/fomm"
+    summary = json.loads((out / "reconstruct.json").read_text())
+    assert summary["lpips_weights"].startswith("LPIPS v0.1 alex: trunk"), summary
+    lpips = pd.read_parquet(out / "frames.parquet")["lpips"]
+    assert len(lpips) and all(math.isfinite(v) for v in lpips)
+
+
+def test_offline_switch_refuses_every_download(tmp_path, monkeypatch):
+    from animbench.downloads import download
+    from animbench.errors import DataError
+
+    url = "http://127.0.0.1:9/file.bin"  # a closed port: the switch answers before any socket
+    monkeypatch.setenv("ANIMBENCH_OFFLINE", "1")
+    with pytest.raises(DataError) as info:
+        download(url, tmp_path / "file.bin")
+    assert str(info.value).startswith(f"download of {url} refused: ANIMBENCH_OFFLINE is set")
+    assert "\n" not in str(info.value) and not list(tmp_path.iterdir())
+    monkeypatch.setenv("ANIMBENCH_OFFLINE", "0")  # 0: downloads allowed (this one then fails)
+    with pytest.raises(DataError, match="failed"):
+        download(url, tmp_path / "file.bin")
 
 
 def submissions(run: dict) -> dict[tuple[str, ...], list[str]]:

@@ -80,7 +80,10 @@ class Handler(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture
-def server(tmp_path):
+def server(tmp_path, monkeypatch):
+    # dataset downloads come from this loopback server: lift the session's offline switch
+    # (conftest), which refuses every download as a compute node's job would
+    monkeypatch.delenv("ANIMBENCH_OFFLINE", raising=False)
     root = tmp_path / "www"
     (root / "videos").mkdir(parents=True)
     (root / "files").mkdir()

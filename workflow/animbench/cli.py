@@ -83,6 +83,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _cmd_reconstruct(args: argparse.Namespace) -> None:
     from animbench.evaluate.reconstruct import reconstruct
 
+    _apply_weight_pins(args)  # LPIPS' files (alexnet, lpips_alex)
     reconstruct(
         data=args.data,
         method=args.method,
@@ -133,6 +134,7 @@ def _cmd_metrics(args: argparse.Namespace) -> None:
 def _cmd_submission(args: argparse.Namespace) -> None:
     from animbench.evaluate.submissions import import_submission
 
+    _apply_weight_pins(args)  # LPIPS' files (alexnet, lpips_alex)
     import_submission(args.gt, args.pred, args.method, args.out, args.device)
 
 
@@ -324,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="truncate",
         help="predicted frames to 8 bits: truncate as the authors' code (default) or round",
     )
+    p.add_argument("--weight-pins", type=_json, default={}, help=WEIGHT_PINS_HELP)
     p.set_defaults(func=_cmd_reconstruct)
 
     p = sub.add_parser(
@@ -368,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", required=True)
     p.add_argument("--out", required=True, help="reconstruction folder to write")
     p.add_argument("--device", default="auto")
+    p.add_argument("--weight-pins", type=_json, default={}, help=WEIGHT_PINS_HELP)
     p.set_defaults(func=_cmd_submission)
 
     p = sub.add_parser("table", help="gather a results table (Parquet)")

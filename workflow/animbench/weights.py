@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from animbench.downloads import download
+from animbench.downloads import download, offline
 from animbench.downloads import sha256_file as sha256sum
 from animbench.errors import ConfigError, DataError
 
@@ -220,7 +220,7 @@ def fetch(name: str, timeout: float = 30.0) -> tuple[Path | None, str]:
                     f"{path}: checksum does not match {entry.sha256_prefix}…; delete it"
                 )
             return path, "cached"
-    if os.environ.get("ANIMBENCH_OFFLINE"):  # compute nodes without internet, and tests
+    if offline():  # compute nodes without internet, and tests
         return None, f"{entry.url} not fetched (ANIMBENCH_OFFLINE is set)"
     target = _candidates(entry)[0]
     try:

@@ -34,8 +34,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from animbench.downloads import check_online, sha256_file
 from animbench.downloads import download as download_file
-from animbench.downloads import sha256_file
 from animbench.errors import AnimbenchError, DataError
 from animbench.files import write_text_atomic
 
@@ -74,6 +74,7 @@ def resolve_yandex(url: str, api: str = YANDEX_API) -> str:
     is resolved again for every download and never cached.
     """
     query = urllib.parse.urlencode({"public_key": url})
+    check_online(f"{api}?{query}")
     try:
         with urllib.request.urlopen(f"{api}?{query}", timeout=TIMEOUT_S) as resp:
             answer = json.load(resp)
