@@ -89,6 +89,7 @@ def _cmd_reconstruct(args: argparse.Namespace) -> None:
         checkpoint=args.checkpoint,
         out=args.out,
         device=args.device,
+        batch_frames=args.batch_frames,
     )
 
 
@@ -313,6 +314,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--batch-frames",
+        type=int,
+        default=None,
+        help="model frames per forward pass (default: chosen per model and device, "
+        "recorded in reconstruct.json)",
+    )
     p.set_defaults(func=_cmd_reconstruct)
 
     p = sub.add_parser(
