@@ -6,11 +6,12 @@ quantisation; predictions are stored lossless (PNG folders), so detector metrics
 what the model produced, up to 8-bit rounding.
 
 The model runs batched over frames and clips: frames of consecutive clips fill batches of
-`batch_frames`, each frame paired with its own clip's source and source keypoints, so short clips
-still fill a batch. The networks are in eval mode (BatchNorm uses its running statistics), so a
+`batch_frames` (chosen per model and device by `inference_plan`, or `--batch-frames`), each
+frame paired with its own clip's source and source keypoints, so short clips still fill a
+batch. The networks are in eval mode (BatchNorm uses its running statistics), so a
 frame's output does not depend on its batch, up to float rounding (CPABMM, whose CPAB fit couples
 a batch, animates frame by frame: `frames_are_independent`). `benchmarks/reconstruct.py`
-measures the speed-up over driving one frame at a time.
+measures the speed and peak memory against driving one frame at a time.
 
 Output folder:
     <clip>/0000000.png ...   predicted frames
@@ -18,7 +19,8 @@ Output folder:
     .frames/record.json      method and checkpoint sha256 the finished clips came from: a run
                              with another checkpoint redoes every clip
     frames.parquet           video, frame, l1, psnr, ssim, lpips for all clips (written last)
-    reconstruct.json         method, checkpoint and its sha256, warnings, counts
+    reconstruct.json         method, checkpoint and its sha256, warnings, counts, and the
+                             batch_frames, channels_last and batch_reason it ran with
 """
 
 from __future__ import annotations
