@@ -115,6 +115,18 @@ def _clips(data: Path, device: torch.device) -> list[torch.Tensor]:
     ]
 
 
+def _peak_rss_bytes() -> int:
+    """This process's peak resident memory. VmHWM, not getrusage's ru_maxrss: Linux carries
+    ru_maxrss over fork and exec, so a child would report its parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
+
+
 def _child(args: argparse.Namespace) -> None:
     """One pass of one mode, then its peak memory as a JSON line (for --memory)."""
     mode, batch = args.child[0], int(args.child[1])
@@ -125,7 +137,7 @@ def _child(args: argparse.Namespace) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     run(clips)
-    peak = {"peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9}
+    peak = {"peak_rss_gb": _peak_rss_bytes() / 1e9}
     if device.type == "cuda":
         peak["peak_cuda_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
     print("PEAK " + json.dumps(peak))
