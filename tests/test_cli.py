@@ -97,6 +97,14 @@ def test_finished_clips_are_kept_when_a_later_clip_is_corrupt(dataset: Path, tmp
     assert not (out / "frames.parquet").exists()  # the run does not look finished
 
 
+def test_reconstruct_batch_frames_option():
+    from animbench.cli import build_parser
+
+    base = ["reconstruct", "--data", "d", "--method", "fomm", "--out", "o"]
+    assert build_parser().parse_args(base).batch_frames is None  # chosen per model and device
+    assert build_parser().parse_args([*base, "--batch-frames", "8"]).batch_frames == 8
+
+
 def test_bad_config_names_the_key(tmp_path: Path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("datasets:\n  vox:\n    resolution: abc\n")

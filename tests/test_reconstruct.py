@@ -14,15 +14,20 @@ from conftest import TINY_FRAMES, TINY_SIZE, moving_square
 from animbench import checkpoint as ckpt
 from animbench.data.video import list_clips, read_clip, to_uint8, write_clip
 from animbench.errors import ConfigError
+from animbench.evaluate import reconstruct as rec
 from animbench.evaluate.reconstruct import (
+    CPU_BATCH_FRAMES,
+    MAX_BATCH_FRAMES,
+    cuda_batch_frames,
     drive_clip,
     drive_clips,
+    inference_plan,
     load_animator,
     reconstruct,
     to_inference_layout,
 )
 from animbench.models.import_checkpoint import save_untrained
-from animbench.models.registry import get_preset
+from animbench.models.registry import build, get_preset
 
 
 def _ground_truth(data) -> dict[str, np.ndarray]:
@@ -117,6 +122,45 @@ def test_fomm_reconstruction(tiny_dataset, trained_run, tmp_path):
     assert any("VGG19" in w for w in summary["warnings"])
     assert summary["n_frames"] == len(frames)
     assert summary["l1"] == pytest.approx(frames["l1"].mean())
+    # the plan it ran with: FOMM on a CPU, 4 frames a pass, channels_last
+    assert summary["batch_frames"] == CPU_BATCH_FRAMES
+    assert summary["channels_last"] is True
+    assert summary["batch_reason"].startswith("cpu:")
+
+
+def test_inference_plan_on_cpu():
+    """On a CPU: 4 frames a pass; channels_last for FOMM, NCHW for the models with instance
+    norms (TPSMM, CPABMM), whose NHWC passes are slower. The discriminator's instance norms
+    (FOMM) do not count: reconstruction does not run it."""
+    for preset, nhwc in [("fomm-synthetic", True), ("mraa-synthetic", True),
+                         ("tpsmm-synthetic", False), ("cpabmm-synthetic", False)]:  # fmt: skip
+        plan = inference_plan(build(preset).eval(), "cpu")
+        assert (plan.batch_frames, plan.channels_last) == (CPU_BATCH_FRAMES, nhwc), preset
+        assert ("channels_last" if nhwc else "NCHW") in plan.reason
+    fomm = build("fomm-synthetic").eval()
+    override = inference_plan(fomm, "cpu", batch_frames=7)
+    assert override.batch_frames == 7 and override.channels_last
+    assert "--batch-frames 7" in override.reason
+    with pytest.raises(ConfigError, match="batch-frames"):
+        inference_plan(fomm, "cpu", batch_frames=0)
+    to_inference_layout(fomm, channels_last=False)  # no conversion: weights stay NCHW
+    assert all(p.is_contiguous() for p in fomm.parameters())
+
+
+def test_inference_plan_on_cuda_from_free_memory(monkeypatch):
+    """On a GPU: half the free memory (driver free plus torch's cached blocks) over a frame's
+    probed peak, 1 to 64 frames, NCHW; no GPU needed (the probe and the memory are faked)."""
+    gib = 2**30
+    monkeypatch.setattr(rec, "_probe_frame_bytes", lambda model, device, size: 0.25 * gib)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (3 * gib, 80 * gib))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 2 * gib)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 1 * gib)
+    plan = inference_plan(build("fomm-synthetic").eval(), torch.device("cuda"))
+    assert plan == (8, False, plan.reason)  # (3 + 2 - 1) GiB / 2 / 0.25 GiB
+    assert plan.reason.startswith("cuda:") and "NCHW" in plan.reason
+    assert cuda_batch_frames(100 * gib, 2**20) == MAX_BATCH_FRAMES
+    assert cuda_batch_frames(gib, 4 * gib) == 1  # never below one frame
+    assert inference_plan(build("fomm-synthetic"), "cuda", batch_frames=3).batch_frames == 3
 
 
 def test_drive_clip_uses_absolute_motion_from_frame_0(trained_run, tiny_dataset):
@@ -150,12 +194,15 @@ def test_batched_equals_frame_at_a_time(preset, tmp_path):
     keypoints' rounding (~1e-7) into ~1e-3, so it is held to the stored frames' 8-bit step."""
     path = save_untrained(preset, tmp_path / "model.pt", "test")
     model, _ = load_animator(path, torch.device("cpu"))
-    ours = to_inference_layout(load_animator(path, torch.device("cpu"))[0])  # as reconstruct
+    ours = load_animator(path, torch.device("cpu"))[0]
+    plan = inference_plan(ours, "cpu")
+    ours = to_inference_layout(ours, plan.channels_last)  # as reconstruct
     size = get_preset(preset)["dataset_params"]["frame_shape"][0]
     atol = {"mraa": 3e-5, "tpsmm": 3e-5, "cpabmm": 1 / 255}.get(preset.split("-")[0], 1e-5)
     clips = {"a": _clip(size, 3, 0), "b": _clip(size, 2, 3), "c": _clip(size, 4, 7)}
     # batches: a0 a1 a2 b0 | b1 c0 c1 c2 | c3 (b's and c's later frames use kp_source kept)
-    batched = dict(drive_clips(ours, clips.items(), batch_frames=4))
+    assert plan.batch_frames == 4  # the plan's batch on a CPU
+    batched = dict(drive_clips(ours, clips.items(), batch_frames=plan.batch_frames))
     assert list(batched) == list(clips)
     with torch.no_grad():
         for name, frames in clips.items():
@@ -202,6 +249,8 @@ def test_model_rerun_redoes_only_unfinished_clips(tiny_dataset, trained_run, tmp
     assert (out / kept / "0000000.png").stat().st_mtime_ns == kept_mtime
     assert (out / ".frames" / f"{redone}.parquet").is_file()
     pd.testing.assert_frame_equal(first, second, atol=1e-6, rtol=0)
+    summary = json.loads((out / "reconstruct.json").read_text())
+    assert summary["batch_frames"] == 5 and "--batch-frames 5" in summary["batch_reason"]
 
 
 def test_model_run_finishes_clips_before_a_corrupt_one(tiny_dataset, trained_run, tmp_path):

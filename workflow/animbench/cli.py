@@ -91,6 +91,7 @@ def _cmd_reconstruct(args: argparse.Namespace) -> None:
         out=args.out,
         device=args.device,
         quantisation=args.quantisation,
+        batch_frames=args.batch_frames,
     )
 
 
@@ -325,6 +326,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["truncate", "round"],
         default="truncate",
         help="predicted frames to 8 bits: truncate as the authors' code (default) or round",
+    )
+    p.add_argument(
+        "--batch-frames",
+        type=int,
+        default=None,
+        help="model frames per forward pass (default: chosen per model and device, "
+        "recorded in reconstruct.json)",
     )
     p.add_argument("--weight-pins", type=_json, default={}, help=WEIGHT_PINS_HELP)
     p.set_defaults(func=_cmd_reconstruct)

@@ -8,11 +8,12 @@ the authors' reconstruction saves `(255 * prediction).astype(np.uint8)`, so the 
 metrics (AKD, AED, MKR) see the frames theirs saw; `quantisation="round"` rounds instead.
 
 The model runs batched over frames and clips: frames of consecutive clips fill batches of
-`batch_frames`, each frame paired with its own clip's source and source keypoints, so short clips
-still fill a batch. The networks are in eval mode (BatchNorm uses its running statistics), so a
+`batch_frames` (chosen per model and device by `inference_plan`, or `--batch-frames`), each
+frame paired with its own clip's source and source keypoints, so short clips still fill a
+batch. The networks are in eval mode (BatchNorm uses its running statistics), so a
 frame's output does not depend on its batch, up to float rounding (CPABMM, whose CPAB fit couples
 a batch, animates frame by frame: `frames_are_independent`). `benchmarks/reconstruct.py`
-measures the speed-up over driving one frame at a time.
+measures the speed and peak memory against driving one frame at a time.
 
 Output folder:
     <clip>/0000000.png ...   predicted frames
@@ -20,7 +21,8 @@ Output folder:
     .frames/record.json      method, checkpoint sha256 and quantisation the finished clips came
                              from: a run with another checkpoint or quantisation redoes them all
     frames.parquet           video, frame, l1, psnr, ssim, lpips for all clips (written last)
-    reconstruct.json         method, checkpoint and its sha256, warnings, counts, quantisation
+    reconstruct.json         method, checkpoint and its sha256, warnings, counts, quantisation,
+                             and the batch_frames, channels_last and batch_reason it ran with
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from collections.abc import Callable, Hashable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -53,9 +55,17 @@ from animbench.evaluate.image_metrics import FRAME_METRICS, frame_metrics, lpips
 from animbench.files import write_parquet_atomic
 from animbench.models.registry import build
 
-# Frames per forward pass, across clips: past ~16 the CPU gains little (benchmarks/reconstruct.py),
-# and memory stays modest: FOMM at 256×256 peaks at ~85 MiB a frame, ~3 GiB a batch.
+# `drive_clips`'s default frames per forward pass; `reconstruct` picks its batch per model and
+# device instead (`inference_plan`).
 BATCH_FRAMES = 32
+# On a CPU, measured at the paper configuration (FOMM vox-256, 2 clips × 16 frames, 2 threads,
+# benchmarks/reconstruct.py): batch 4 runs 1.21× the authors' frame-at-a-time loop at 2.3 GB
+# peak against 1.9 GB; batch 16 1.11× at 3.5 GB, batch 32 0.95× at 5.1 GB (page faults and
+# system time grow with the batch).
+CPU_BATCH_FRAMES = 4
+# On a GPU: at most this many frames a pass, and at most this share of the free memory.
+MAX_BATCH_FRAMES = 64
+GPU_MEMORY_SHARE = 0.5
 
 Key = TypeVar("Key", bound=Hashable)
 T = TypeVar("T")
@@ -77,22 +87,118 @@ def _channels_last_input(module: torch.nn.Module, args: tuple) -> tuple | None:
     return None
 
 
-def to_inference_layout(model: torch.nn.Module) -> torch.nn.Module:
+def has_instance_norm(model: torch.nn.Module) -> bool:
+    """Whether a network that reconstruction runs (any but the discriminator) has an
+    InstanceNorm layer: TPSMM's and CPABMM's dense motion and inpainting networks."""
+    networks = getattr(model, "networks", {"model": model})
+    return any(
+        isinstance(module, torch.nn.modules.instancenorm._InstanceNorm)
+        for name, net in networks.items()
+        if name != "discriminator"
+        for module in net.modules()
+    )
+
+
+def prefers_channels_last(model: torch.nn.Module, device: torch.device) -> bool:
+    """channels_last (NHWC) on a CPU, unless the model has instance norms: CPU InstanceNorm
+    copies NHWC data to NCHW and back (TPSMM vox-256: `aten::copy_` 11.8% of a pass, although
+    its convolutions run 13% faster), so TPSMM is slower in NHWC at every batch. NCHW on
+    other devices."""
+    return torch.device(device).type == "cpu" and not has_instance_norm(model)
+
+
+def to_inference_layout(
+    model: torch.nn.Module, channels_last: bool | None = None
+) -> torch.nn.Module:
     """`model`, in place, in the memory layout reconstruction runs fastest in: channels_last
-    (NHWC) on a CPU, where oneDNN's convolutions run up to 1.5× faster in it at batch sizes of
-    tens (benchmarks/reconstruct.py); unchanged on other devices. The layout changes the
-    outputs by float rounding only.
+    (NHWC) where `channels_last`, by default where `prefers_channels_last` (a CPU, no instance
+    norms): oneDNN's convolutions run up to 1.5× faster in it; unchanged otherwise. The layout
+    changes the outputs by float rounding only.
 
     Weights alone are not enough: tensors built by grid_sample, cat or reshapes come out NCHW,
     and a convolution keeps its input's layout, so whole sub-networks (TPSMM's dense motion
     network) would run NCHW against NHWC weights, converting both every call, and CPU nearest
     upsampling is ~8× slower on NCHW. Each convolution's input is therefore made NHWC."""
-    if next(model.parameters()).device.type == "cpu":
+    if channels_last is None:
+        channels_last = prefers_channels_last(model, next(model.parameters()).device)
+    if channels_last:
         model.to(memory_format=torch.channels_last)
         for module in model.modules():
             if isinstance(module, torch.nn.Conv2d):
                 module.register_forward_pre_hook(_channels_last_input)
     return model
+
+
+class InferencePlan(NamedTuple):
+    """How `reconstruct` runs a model on a device: frames per pass, layout, and why."""
+
+    batch_frames: int
+    channels_last: bool
+    reason: str
+
+
+def _probe_frame_bytes(model: torch.nn.Module, device: torch.device, size: int) -> float:
+    """Peak CUDA memory of driving 2 frames of `size`², per frame; the fixed part (source
+    features, workspace) is counted in, so it overestimates a frame at larger batches."""
+    frames = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    list(drive_clips(model, [(0, frames.to(device))], batch_frames=2))
+    torch.cuda.synchronize(device)
+    return max(torch.cuda.max_memory_allocated(device) - base, 1) / 2
+
+
+def cuda_batch_frames(free_bytes: float, frame_bytes: float) -> int:
+    """Frames a pass on a GPU: `GPU_MEMORY_SHARE` of the free memory over a frame's peak
+    memory, from 1 to `MAX_BATCH_FRAMES`."""
+    return int(min(MAX_BATCH_FRAMES, max(1, GPU_MEMORY_SHARE * free_bytes // frame_bytes)))
+
+
+def inference_plan(
+    model: torch.nn.Module,
+    device: torch.device | str,
+    frame_size: int = 256,
+    batch_frames: int | None = None,
+) -> InferencePlan:
+    """Batch and layout for reconstructing with `model` (on `device`, in eval mode), chosen
+    so that reconstruction is never slower than, and needs little more memory than, the
+    authors' frame-at-a-time loop (benchmarks/reconstruct.py, README "Reconstruction speed"):
+
+    - a CPU: `CPU_BATCH_FRAMES` frames; channels_last unless the model has instance norms
+      (`prefers_channels_last`). Larger batches are slower there, and peak memory grows by
+      ~100 MB a frame at 256² (FOMM);
+    - a GPU: as many frames as half the free memory holds (`torch.cuda.mem_get_info`, plus
+      torch's cached blocks) at a frame's peak memory, probed on 2 frames of `frame_size`²,
+      up to `MAX_BATCH_FRAMES`; NCHW;
+    - other devices: `CPU_BATCH_FRAMES`, NCHW.
+
+    `batch_frames` overrides the batch (`animbench reconstruct --batch-frames`)."""
+    device = torch.device(device)
+    channels_last = prefers_channels_last(model, device)
+    layout = "channels_last" if channels_last else "NCHW"
+    if batch_frames is not None:
+        if batch_frames < 1:
+            raise ConfigError(f"--batch-frames must be at least 1, got {batch_frames}")
+        return InferencePlan(
+            batch_frames, channels_last, f"--batch-frames {batch_frames}; {layout}"
+        )
+    if device.type == "cuda":
+        frame_bytes = _probe_frame_bytes(model, device, frame_size)
+        free, _ = torch.cuda.mem_get_info(device)
+        free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        batch = cuda_batch_frames(free, frame_bytes)
+        reason = (
+            f"cuda: {GPU_MEMORY_SHARE:.0%} of {free / 2**30:.1f} GiB free at "
+            f"{frame_bytes / 2**20:.0f} MiB a {frame_size}² frame (probed), "
+            f"at most {MAX_BATCH_FRAMES}; {layout}"
+        )
+        return InferencePlan(batch, channels_last, reason)
+    if device.type == "cpu":
+        why = "no instance norms" if channels_last else "instance norms run slower in NHWC"
+        reason = f"cpu: {CPU_BATCH_FRAMES} frames, larger batches measured slower; {layout} ({why})"
+        return InferencePlan(CPU_BATCH_FRAMES, channels_last, reason)
+    return InferencePlan(CPU_BATCH_FRAMES, channels_last, f"{device.type}: default; {layout}")
 
 
 @dataclass
@@ -304,22 +410,25 @@ def reconstruct(
     checkpoint: str | Path | None = None,
     out: str | Path = "reconstruction",
     device: str = "auto",
-    batch_frames: int = BATCH_FRAMES,
+    batch_frames: int | None = None,
     quantisation: str = "truncate",
 ) -> Path:
-    """Reconstruct every clip of `<data>/test`; returns the path of frames.parquet.
-    `quantisation`: how predicted frames become 8-bit PNGs, "truncate" (the authors') or
-    "round"."""
+    """Reconstruct every clip of `<data>/test`; returns the path of frames.parquet. The batch
+    and layout are `inference_plan`'s for the model and device; `batch_frames` overrides the
+    batch. reconstruct.json records them. `quantisation`: how predicted frames become 8-bit
+    PNGs, "truncate" (the authors') or "round"."""
     if quantisation not in QUANTISATIONS:
         raise ConfigError(f"quantisation {quantisation!r}: expected one of {QUANTISATIONS}")
     out = Path(out)
     device = resolve_device(device)
-    model, payload, checkpoint_sha = None, {}, None
+    model, payload, checkpoint_sha, plan = None, {}, None, None
     if method != "source-copy":
         if checkpoint is None:
             raise ConfigError(f"method '{method}' needs --checkpoint")
         model, payload = load_animator(checkpoint, device)
-        model = to_inference_layout(model)
+        size = payload["preset"].get("dataset_params", {}).get("frame_shape", [256])[0]
+        plan = inference_plan(model, device, size, batch_frames)
+        model = to_inference_layout(model, plan.channels_last)
         checkpoint_sha = ckpt.sha256(checkpoint)
     clips = list_clips(Path(data) / "test")
     parts_dir = out / ".frames"
@@ -352,7 +461,7 @@ def reconstruct(
             predictions = ((name, gt[:1].expand_as(gt)) for name, gt in inputs())
         else:
             on_device = ((name, gt.to(device)) for name, gt in inputs())
-            predictions = drive_clips(model, on_device, batch_frames)
+            predictions = drive_clips(model, on_device, plan.batch_frames)
         writes: deque[tuple[str, Future]] = deque()
         for name, prediction in predictions:
             gt = truth.pop(name)
@@ -400,6 +509,9 @@ def reconstruct(
         # SSIM and LPIPS above are computed on the float predictions
         "quantisation": quantisation,
         "align_corners": getattr(model, "align_corners", None),
+        "batch_frames": plan.batch_frames if plan else None,  # model frames per forward pass
+        "channels_last": plan.channels_last if plan else None,
+        "batch_reason": plan.reason if plan else None,
     }
     (out / "reconstruct.json").write_text(json.dumps(summary, indent=2))
     return write_parquet_atomic(frames, out / "frames.parquet")
