@@ -229,13 +229,23 @@ def train_preset(wildcards):
     return config["methods"][wildcards.method]["presets"][wildcards.dataset]
 
 
+def known_preset(name):
+    """A preset (built-in, or an external model's "<model>/<preset>"), None if unknown."""
+    from animbench.errors import AnimbenchError
+    from animbench.models.registry import get_preset
+
+    try:
+        return get_preset(name)
+    except AnimbenchError:
+        return None
+
+
 def train_priority(wildcards):
     """Longest training first (its planned epochs × repeats): with fewer jobs than cores at the
     end, the last one to start should be a short one."""
     from animbench.config import merge
-    from animbench.models.presets import PRESETS
 
-    preset = PRESETS.get(train_preset(wildcards))
+    preset = known_preset(train_preset(wildcards))
     if preset is None:  # an unknown preset: the train job names it
         return 0
     schedule = merge(preset, config["methods"][wildcards.method]["overrides"])[
@@ -430,10 +440,9 @@ def train_weights(wildcards):
     if config["training"]["allow_random_weights"]:
         return []
     from animbench.config import merge
-    from animbench.models.presets import PRESETS
     from animbench.train.pretrained import required_weights
 
-    preset = PRESETS.get(train_preset(wildcards))
+    preset = known_preset(train_preset(wildcards))
     if preset is None:  # an unknown preset: the train job names it
         return []
     spec = merge(preset, config["methods"][wildcards.method]["overrides"])

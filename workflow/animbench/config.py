@@ -255,6 +255,7 @@ def validate_config(config: Mapping) -> dict:
     if error is not None:
         raise _schema_error(error)
     _check_references(out)
+    _qualify_external_presets(out)
     _check_presets(out)
     _check_paper_tables(out)
     _check_submissions(out)
@@ -303,10 +304,12 @@ def _dotted_keys(value: Mapping, prefix: str, keys: dict[str, bool]) -> dict[str
 def override_keys(model: str) -> dict[str, bool]:
     """Valid override keys of a model: every preset's of that model, and OPTIONAL_OVERRIDES."""
     # imported here: presets import this module (merge)
+    from animbench.models import registry
     from animbench.models.presets import PRESETS
 
+    presets = registry.external_presets(model) if registry.is_external(model) else PRESETS
     keys: dict[str, bool] = {}
-    for spec in PRESETS.values():
+    for spec in presets.values():
         if spec.get("model") == model:
             _dotted_keys(spec, "", keys)
     sections = {k for k in keys if "." not in k}
@@ -334,13 +337,48 @@ def _check_override_keys(overrides: Mapping, prefix: str, model: str, where: lis
             _check_override_keys(value, path, model, where)
 
 
+def _qualify_external_presets(config: dict) -> None:
+    """A methods entry with `model:` (a model from another package, models/base.py) names its
+    presets by the model's own names: they become "<model>/<preset>", the registry's global
+    names, so every job resolves them without the entry. The model must import."""
+    from animbench.models import registry
+
+    for method, entry in config["methods"].items():
+        model = entry.get("model")
+        if model is None:
+            continue
+        if not registry.is_external(model):
+            raise _fail(
+                ["methods", method, "model"],
+                f"'{model}' is not a model from another package ('package.module:Class' or an "
+                f"entry point of {registry.ENTRY_POINT_GROUP}); a built-in model is named by "
+                "its presets",
+            )
+        try:
+            registry.resolve_model(model)
+        except ConfigError as exc:
+            raise _fail(["methods", method, "model"], str(exc)) from None
+        sep = registry.PRESET_SEPARATOR
+        entry["presets"] = {
+            dataset: preset if sep in preset else registry.qualified_preset(model, preset)
+            for dataset, preset in entry["presets"].items()
+        }
+
+
 def _check_presets(config: dict) -> None:
     """Every methods entry's presets exist, and its overrides name keys of their model."""
+    from animbench.models import registry
     from animbench.models.presets import PRESETS
 
     for method, entry in config["methods"].items():
         models = []
         for dataset, preset in entry["presets"].items():
+            if registry.PRESET_SEPARATOR in preset:  # an external model's (models/base.py)
+                try:
+                    models.append(registry.get_preset(preset)["model"])
+                except ConfigError as exc:
+                    raise _fail(["methods", method, "presets", dataset], str(exc)) from None
+                continue
             if preset not in PRESETS:
                 close = difflib.get_close_matches(preset, list(PRESETS), n=3)
                 hint = f" (did you mean {', '.join(close)}?)" if close else ""

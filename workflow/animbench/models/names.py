@@ -10,8 +10,8 @@ from animbench.models.registry import METHOD_NAMES, PLANNED
 
 
 def method_name(method: str) -> str:
-    """The paper's display name of a model key (fomm -> FOMM)."""
-    return METHOD_NAMES.get(method, method)
+    """The paper's display name of a model key (fomm -> FOMM); an external model's `name`."""
+    return METHOD_NAMES[method] if method in METHOD_NAMES else registry.model_name(method)
 
 
 def not_implemented_note(model: str) -> str:

@@ -49,11 +49,11 @@ from animbench import __version__, checkpoint
 from animbench.data.datasets import FramePairs
 from animbench.device import resolve_device
 from animbench.errors import ConfigError, DataError
-from animbench.models.registry import build, get_preset
+from animbench.models.registry import MODEL_BUILDERS, build, get_preset, objective_class
 from animbench.train import identity, pretrained
 from animbench.train.distributed import Distributed, PairBatchSampler, synchronise_batch_norm
 from animbench.train.logging import RunLogger, training_grid
-from animbench.train.objectives import AVD_OBJECTIVES, OBJECTIVES
+from animbench.train.objectives import AVD_OBJECTIVES
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -545,7 +545,8 @@ class _Run:
     def run(self) -> Path:
         spec, state = self.spec, self.state
         train_params = spec["train_params"]
-        objective = OBJECTIVES[spec["model"]](self.model, train_params).to(self.device)
+        # a built-in's, or an external model's objective_class (models/base.py)
+        objective = objective_class(spec["model"])(self.model, train_params).to(self.device)
         self.warnings += list(objective.warnings)
         # from here on each process draws its own randomness (dropout, equivariance transforms)
         torch.manual_seed(self.seed + self.dist.rank)
@@ -557,7 +558,12 @@ class _Run:
         progress = _progress(state)
         stage_name = "main" if state is None else state.get("stage", "main")
 
-        generator_side = list(getattr(objective, "trained_networks", ("generator", "kp_detector")))
+        default = (
+            ("generator", "kp_detector")
+            if spec["model"] in MODEL_BUILDERS
+            else [n for n in self.model.networks if n != "discriminator"]
+        )
+        generator_side = list(getattr(objective, "trained_networks", default))
         trained = generator_side + (["discriminator"] if objective.use_gan else [])
         main = self._stage("main", train_params, objective, trained)
         if stage_name == "main":
@@ -569,6 +575,8 @@ class _Run:
 
         avd_params = spec.get("train_avd_params")
         if avd_params:
+            if spec["model"] not in AVD_OBJECTIVES:
+                raise ConfigError(f"train_avd_params: {spec['model']} has no AVD stage")
             avd_objective = AVD_OBJECTIVES[spec["model"]](self.model, avd_params)
             avd = self._stage(
                 "avd", avd_params, avd_objective, list(avd_objective.trained_networks)
