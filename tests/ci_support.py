@@ -14,8 +14,13 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+def snakemake(
+    workdir: Path, *args: str, check: bool = True, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """`env`: variables set on top of this process's environment."""
+    env = dict(
+        os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", **(env or {})
+    )
     return subprocess.run(
         [sys.executable, "-m", "snakemake", *args],
         cwd=workdir,
@@ -38,12 +43,14 @@ def _ignore(folder: str, names: list[str]) -> set[str]:
     return ignored
 
 
-def run_profile(parent: Path, profile: str, *targets: str) -> tuple[Path, str | None]:
+def run_profile(parent: Path, profile: str, *targets: str, env=None) -> tuple[Path, str | None]:
     """Copy the repository under `parent` and run `snakemake --profile profile targets`;
-    returns the copy and, when the run failed, the tail of its output."""
+    returns the copy and, when the run failed, the tail of its output. `env`: a function of
+    the copy returning variables to set (e.g. a PYTHONPATH into it)."""
     workdir = parent / "repo"
     shutil.copytree(REPO, workdir, ignore=_ignore)
-    result = snakemake(workdir, "--profile", profile, *targets, check=False)
+    extra = env(workdir) if env else None
+    result = snakemake(workdir, "--profile", profile, *targets, check=False, env=extra)
     if result.returncode != 0:
         return workdir, f"{profile} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     return workdir, None

@@ -127,7 +127,9 @@ def resolve_model(reference: str) -> type:
         try:
             obj = eps[reference].load()
         except (ImportError, AttributeError) as exc:
-            raise ConfigError(f"model '{reference}': its entry point fails to load ({exc})") from exc
+            raise ConfigError(
+                f"model '{reference}': its entry point fails to load ({exc})"
+            ) from exc
     if not isinstance(obj, type):
         raise ConfigError(f"model '{reference}': {obj!r} is not a class")
     if _objective_attr(obj) is None:

@@ -98,9 +98,9 @@ class GlobalAffineAnimator(nn.Module):
             _homogeneous(kp_driving["affine"])
         )
         grid = F.affine_grid(motion[:, :2], list(source.shape), align_corners=False)
-        warped = F.grid_sample(
-            source.float(), grid, padding_mode="border", align_corners=False
-        ).to(source.dtype)
+        warped = F.grid_sample(source.float(), grid, padding_mode="border", align_corners=False).to(
+            source.dtype
+        )
         prediction = warped + self.refiner(warped, source)
         if not self.training:
             prediction = prediction.clamp(0, 1)
@@ -186,5 +186,7 @@ def _synthetic(num_epochs: int, note: str) -> dict:
 
 PRESETS = {
     "affine-synthetic": _synthetic(3, "global affine on the 64×64 synthetic faces (90 steps)"),
-    "affine-synthetic-body": _synthetic(3, "global affine on the 64×64 synthetic bodies (90 steps)"),
+    "affine-synthetic-body": _synthetic(
+        3, "global affine on the 64×64 synthetic bodies (90 steps)"
+    ),
 }

@@ -1,0 +1,132 @@
+"""A model from another package (examples/animbench-example-model, README "Add your model"):
+the registry resolves it, and `snakemake --profile profiles/ci-example` trains, reconstructs and
+tabulates it with no change to animbench's source."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from ci_support import REPO, run_profile
+from ci_support import table_value as _value
+
+from animbench.config import validate_config
+from animbench.errors import ConfigError
+from animbench.models import registry
+from animbench.models.base import MotionModel, MotionObjective
+
+EXAMPLE_SRC = REPO / "examples/animbench-example-model/src"
+REFERENCE = "animbench_example_model.model:GlobalAffineAnimator"
+ROW = "Global affine (example) (example)"  # the class's `name`, with the entry's key
+
+
+@pytest.fixture
+def example_importable(monkeypatch):
+    """The example package importable here (CI installs it; a checkout has its src)."""
+    monkeypatch.syspath_prepend(str(EXAMPLE_SRC))
+    yield
+    registry.resolve_model.cache_clear()
+    registry._entry_points.cache_clear()
+
+
+def test_registry_resolves_a_module_class_reference(example_importable):
+    cls = registry.resolve_model(REFERENCE)
+    assert cls.__name__ == "GlobalAffineAnimator" and registry.is_external(REFERENCE)
+    spec = registry.get_preset(registry.qualified_preset(REFERENCE, "affine-synthetic"))
+    assert spec["model"] == REFERENCE
+    model = registry.build(spec)
+    assert isinstance(model, MotionModel)
+    objective = registry.objective_class(REFERENCE)(model, spec["train_params"], False)
+    assert isinstance(objective, MotionObjective)
+    frames = torch.rand(2, 3, 64, 64)
+    losses, out = objective.generator_losses(model, frames, frames.flip(0))
+    assert out["prediction"].shape == frames.shape
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert registry.model_name(REFERENCE) == "Global affine (example)"
+
+
+@pytest.mark.parametrize(
+    ("reference", "message"),
+    [
+        ("no_such_pkg.models:Model", "no module 'no_such_pkg'"),
+        ("animbench_example_model.model:Missing", "has no 'Missing'"),
+        ("no-such-entry-point", "not a built-in model"),
+    ],
+)
+def test_a_missing_module_or_class_is_a_one_line_config_error(
+    example_importable, reference, message
+):
+    with pytest.raises(ConfigError, match=message) as info:
+        registry.resolve_model(reference)
+    assert "\n" not in str(info.value)
+
+
+def test_an_entry_point_names_a_model(example_importable, tmp_path, monkeypatch):
+    dist = tmp_path / "animbench_example_model-0.1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: animbench-example-model\n")
+    (dist / "entry_points.txt").write_text(f"[animbench.models]\nexample-affine = {REFERENCE}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry._entry_points.cache_clear()
+    assert registry.resolve_model("example-affine").__name__ == "GlobalAffineAnimator"
+    assert registry.get_preset("example-affine/affine-synthetic")["model"] == "example-affine"
+
+
+def _config(entry: dict) -> dict:
+    import yaml
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["methods"]["example"] = entry
+    config["benchmark"].update(methods=["example"], datasets=["synthetic-face"], baselines=[])
+    return config
+
+
+def test_a_methods_entry_with_model_gets_qualified_presets(example_importable):
+    out = validate_config(
+        _config({"model": REFERENCE, "presets": {"synthetic-face": "affine-synthetic"}})
+    )
+    assert out["methods"]["example"]["presets"] == {
+        "synthetic-face": f"{REFERENCE}/affine-synthetic"
+    }
+    # overrides are checked against the model's own presets
+    with pytest.raises(ConfigError, match="unknown key"):
+        validate_config(
+            _config(
+                {
+                    "model": REFERENCE,
+                    "presets": {"synthetic-face": "affine-synthetic"},
+                    "overrides": {"model_params": {"pose_parms": {}}},
+                }
+            )
+        )
+    with pytest.raises(ConfigError, match="has no preset 'nope'"):
+        validate_config(_config({"model": REFERENCE, "presets": {"synthetic-face": "nope"}}))
+    with pytest.raises(ConfigError, match="methods.example.model.*no module"):
+        validate_config(_config({"model": "nope.mod:X", "presets": {"synthetic-face": "a"}}))
+
+
+@pytest.mark.slow
+def test_the_example_model_runs_through_the_synthetic_benchmark(tmp_path):
+    def env(workdir: Path) -> dict:
+        # the copy's package and example first (whether or not CI installed the example)
+        paths = [workdir / "workflow", workdir / "examples/animbench-example-model/src"]
+        old = os.environ.get("PYTHONPATH")
+        return {"PYTHONPATH": os.pathsep.join([*map(str, paths), *([old] if old else [])])}
+
+    workdir, failure = run_profile(
+        tmp_path, "profiles/ci-example", "results/table2.parquet", env=env
+    )
+    assert failure is None, failure
+    table = pd.read_parquet(workdir / "results/table2.parquet")
+    assert set(table.method) == {ROW, "Source copy"}, sys.stderr
+    for metric in ("L1", "AKD", "AED"):
+        assert math.isfinite(_value(table, "synthetic-face", ROW, metric))
+    trained = table[(table.method == ROW) & table.value.notna()]
+    # offline (random VGG19 allowed by the CI profile): "deviates", not "measured"
+    assert len(trained) and (trained.status == "deviates").all()
+    assert trained.checkpoint_sha256.str.fullmatch(r"[0-9a-f]{64}").all()
