@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -123,7 +122,7 @@ def test_the_example_model_runs_through_the_synthetic_benchmark(tmp_path):
     )
     assert failure is None, failure
     table = pd.read_parquet(workdir / "results/table2.parquet")
-    assert set(table.method) == {ROW, "Source copy"}, sys.stderr
+    assert {ROW, "Source copy"} <= set(table.method)
     for metric in ("L1", "AKD", "AED"):
         assert math.isfinite(_value(table, "synthetic-face", ROW, metric))
     trained = table[(table.method == ROW) & table.value.notna()]

@@ -42,12 +42,14 @@ class PoseNet(nn.Module):
             layers.append(_conv(cin, cout, stride=2))
             cin = cout
         self.features = nn.Sequential(*layers)
-        self.head = nn.Linear(cin, 6)
+        # a 4×4 map flattened, not averaged: a pose needs to know where things are
+        self.head = nn.Linear(cin * 16, 6)
         nn.init.zeros_(self.head.weight)  # every pose starts as the identity
         nn.init.zeros_(self.head.bias)
 
     def forward(self, frame: torch.Tensor) -> torch.Tensor:
-        raw = self.head(self.features(frame).mean(dim=(2, 3))).float()
+        features = F.adaptive_avg_pool2d(self.features(frame), 4).flatten(1)
+        raw = self.head(features).float()
         linear = torch.eye(2, device=raw.device) + 0.45 * torch.tanh(raw[:, [0, 1, 3, 4]]).view(
             -1, 2, 2
         )
@@ -169,8 +171,8 @@ def _synthetic(num_epochs: int, note: str) -> dict:
             "batch_size": 8,
             "max_steps": None,
             "checkpoint_freq": 1,
-            "lr_pose_net": 1.0e-3,
-            "lr_refiner": 1.0e-3,
+            "lr_pose_net": 2.0e-3,
+            "lr_refiner": 2.0e-3,
             "scales": [1, 0.5],
             "loss_weights": {"l1": 10, "warp_l1": 10, "perceptual": [10, 10, 0, 0, 0]},
         },
