@@ -125,6 +125,9 @@ def test_the_example_model_runs_through_the_synthetic_benchmark(tmp_path):
     assert {ROW, "Source copy"} <= set(table.method)
     for metric in ("L1", "AKD", "AED"):
         assert math.isfinite(_value(table, "synthetic-face", ROW, metric))
+    ours = _value(table, "synthetic-face", ROW, "L1")
+    floor = _value(table, "synthetic-face", "Source copy", "L1")
+    assert ours < floor, f"L1: the example {ours:.4f} ≥ source copy {floor:.4f}"
     trained = table[(table.method == ROW) & table.value.notna()]
     # offline (random VGG19 allowed by the CI profile): "deviates", not "measured"
     assert len(trained) and (trained.status == "deviates").all()
