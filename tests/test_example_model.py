@@ -18,6 +18,7 @@ from animbench.config import validate_config
 from animbench.errors import ConfigError
 from animbench.models import registry
 from animbench.models.base import MotionModel, MotionObjective
+from animbench.train.objectives import objective_class
 
 EXAMPLE_SRC = REPO / "examples/animbench-example-model/src"
 REFERENCE = "animbench_example_model.model:GlobalAffineAnimator"
@@ -40,7 +41,7 @@ def test_registry_resolves_a_module_class_reference(example_importable):
     assert spec["model"] == REFERENCE
     model = registry.build(spec)
     assert isinstance(model, MotionModel)
-    objective = registry.objective_class(REFERENCE)(model, spec["train_params"], False)
+    objective = objective_class(REFERENCE)(model, spec["train_params"], False)
     assert isinstance(objective, MotionObjective)
     frames = torch.rand(2, 3, 64, 64)
     losses, out = objective.generator_losses(model, frames, frames.flip(0))

@@ -163,14 +163,10 @@ def qualified_preset(reference: str, preset: str) -> str:
     return f"{reference}{PRESET_SEPARATOR}{preset}"
 
 
-def objective_class(model: str) -> type:
-    """The training objective class of a model: the built-in's, or the external class's
-    `objective_class` (models/base.py MotionObjective)."""
-    from animbench.train.objectives import OBJECTIVES
-
-    if model in OBJECTIVES:
-        return OBJECTIVES[model]
-    return _objective_attr(resolve_model(model))
+def external_objective(reference: str) -> type:
+    """An external model's training objective class: its `objective_class` (or `objective`;
+    models/base.py MotionObjective). Built-in objectives are in train/objectives.py."""
+    return _objective_attr(resolve_model(reference))
 
 
 def model_name(model: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from animbench.models import registry
 from animbench.models.blocks import ImagePyramid, make_coordinate_grid
 from animbench.train.cpab_objective import CPABObjective
 from animbench.train.losses import (
@@ -151,3 +152,11 @@ AVD_OBJECTIVES = {
     "tpsmm": TPSAVDObjective,
     "cpabmm": TPSAVDObjective,  # CPABMM's AVD network and stage are TPSMM's
 }
+
+
+def objective_class(model: str) -> type:
+    """The training objective class of a model: a built-in's, or a model from another
+    package's own `objective_class` (models/base.py MotionObjective)."""
+    if model in OBJECTIVES:
+        return OBJECTIVES[model]
+    return registry.external_objective(model)

@@ -49,11 +49,11 @@ from animbench import __version__, checkpoint
 from animbench.data.datasets import FramePairs
 from animbench.device import resolve_device
 from animbench.errors import ConfigError, DataError
-from animbench.models.registry import MODEL_BUILDERS, build, get_preset, objective_class
+from animbench.models.registry import MODEL_BUILDERS, build, get_preset
 from animbench.train import identity, pretrained
 from animbench.train.distributed import Distributed, PairBatchSampler, synchronise_batch_norm
 from animbench.train.logging import RunLogger, training_grid
-from animbench.train.objectives import AVD_OBJECTIVES
+from animbench.train.objectives import AVD_OBJECTIVES, objective_class
 
 
 class TrainingInterrupted(KeyboardInterrupt):
