@@ -4,8 +4,10 @@ tabulates it with no change to animbench's source."""
 
 from __future__ import annotations
 
+import copy
 import math
 import os
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -13,9 +15,12 @@ import pytest
 import torch
 from ci_support import REPO, run_profile
 from ci_support import table_value as _value
+from conftest import TINY_OVERRIDES, TINY_SIZE, checkpoint_weights, offline_weights
 
+from animbench import checkpoint
 from animbench.config import validate_config
 from animbench.errors import ConfigError
+from animbench.evaluate.reconstruct import drive_clip, load_animator
 from animbench.models import registry
 from animbench.models.base import MotionModel, MotionObjective
 from animbench.train.objectives import objective_class
@@ -75,6 +80,47 @@ def test_an_entry_point_names_a_model(example_importable, tmp_path, monkeypatch)
     registry._entry_points.cache_clear()
     assert registry.resolve_model("example-affine").__name__ == "GlobalAffineAnimator"
     assert registry.get_preset("example-affine/affine-synthetic")["model"] == "example-affine"
+
+
+def _train_example(data: Path, out: Path, cache: Path, num_epochs: int) -> None:
+    from animbench.train.trainer import train
+
+    overrides = copy.deepcopy(TINY_OVERRIDES)
+    overrides["train_params"]["num_epochs"] = num_epochs
+    with offline_weights(cache), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "VGG19 ImageNet weights unavailable")
+        train(
+            data,
+            "example",
+            registry.qualified_preset(REFERENCE, "affine-synthetic"),
+            overrides=overrides,
+            out=out,
+            device="cpu",
+            seed=0,
+            allow_random_weights=True,
+        )
+
+
+def test_the_shared_trainer_resumes_an_external_model_exactly(
+    example_importable, tiny_dataset, tmp_path
+):
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    _train_example(tiny_dataset, whole, tmp_path / "cache", num_epochs=2)
+    _train_example(tiny_dataset, resumed, tmp_path / "cache", num_epochs=1)  # stops at step 3
+    _train_example(tiny_dataset, resumed, tmp_path / "cache", num_epochs=2)
+    a, b = checkpoint_weights(whole / "model.pt"), checkpoint_weights(resumed / "model.pt")
+    assert a.keys() == b.keys() and {k.split(".")[0] for k in a} == {"pose_net", "refiner"}
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    payload = checkpoint.load(whole / "model.pt")
+    assert payload["preset"]["model"] == REFERENCE and payload["step"] == 4
+    # reconstruction rebuilds it from the checkpoint alone
+    model, _ = load_animator(whole / "model.pt", torch.device("cpu"))
+    assert drive_clip(model, torch.rand(3, 3, TINY_SIZE, TINY_SIZE)).shape == (
+        3,
+        3,
+        TINY_SIZE,
+        TINY_SIZE,
+    )
 
 
 def _config(entry: dict) -> dict:
