@@ -27,7 +27,7 @@ from animbench.train.objectives import objective_class
 
 EXAMPLE_SRC = REPO / "examples/animbench-example-model/src"
 REFERENCE = "animbench_example_model.model:GlobalAffineAnimator"
-ROW = "Global affine (example) (example)"  # the class's `name`, with the entry's key
+ROW = "Global affine (example)"  # the class's `name`, with the entry's key
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def test_registry_resolves_a_module_class_reference(example_importable):
     losses, out = objective.generator_losses(model, frames, frames.flip(0))
     assert out["prediction"].shape == frames.shape
     assert all(torch.isfinite(v) for v in losses.values())
-    assert registry.model_name(REFERENCE) == "Global affine (example)"
+    assert registry.model_name(REFERENCE) == "Global affine"
 
 
 @pytest.mark.parametrize(

@@ -82,7 +82,7 @@ def _homogeneous(affine: torch.Tensor) -> torch.Tensor:
 class GlobalAffineAnimator(nn.Module):
     """animbench MotionModel: one learned global affine motion per frame pair, refined."""
 
-    name = "Global affine (example)"  # the tables' row label
+    name = "Global affine"  # the tables' row label
 
     def __init__(self, pose_params: dict | None = None, refiner_params: dict | None = None):
         super().__init__()
