@@ -188,7 +188,8 @@ def _train_argv(dataset: Path, out: Path, preset: str, overrides: dict) -> list[
 
     method = preset.split("-")[0]
     args = ["train", "--data", str(dataset), "--method", method, "--preset", preset]
-    return [*args, "--overrides", json.dumps(overrides), "--out", str(out), "--device", "cpu"]
+    args += ["--overrides", json.dumps(overrides), "--out", str(out), "--device", "cpu"]
+    return [*args, "--allow-random-weights"]  # offline: no VGG19 file
 
 
 def test_too_few_clips_for_a_batch(dataset: Path, tmp_path: Path, capsys):
