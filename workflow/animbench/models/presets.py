@@ -218,7 +218,8 @@ def synthetic_variant(base: dict, model: str, kind: str, num_epochs: int, extra=
     )
 
 
-# FOMM's bodies keep the three-scale pyramid: with two scales its body AKD stays near source copy.
+# FOMM's bodies keep the earlier small preset's three-scale pyramid and 750 steps (the longest
+# schedule here: articulated bodies are the harder kind; not shortened further without a test).
 PRESETS["fomm-synthetic"] = synthetic_variant(
     _FOMM_SMALL, "FOMM", "faces", 8, {"train_params": LIGHT_PERCEPTUAL}
 )
