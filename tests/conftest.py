@@ -83,6 +83,29 @@ def _no_network(*args, **kwargs):
 
 
 @contextlib.contextmanager
+def serve_folder(root: Path):
+    """A quiet loopback HTTP server of `root` for the duration: yields its base URL."""
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        thread.join()
+
+
+@contextlib.contextmanager
 def offline_weights(cache: Path):
     """No weight file in any cache and no network (only while the block runs, so other tests'
     loopback servers are untouched): VGG19 falls back to its random initialisation."""

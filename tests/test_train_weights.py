@@ -5,18 +5,16 @@ workflow fetching the files (a local rule) before the train jobs."""
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import train_tiny
+from conftest import serve_folder, train_tiny
 
 from animbench import weights
 from animbench.config import merge
@@ -107,22 +105,8 @@ def vgg19_server(tmp_path) -> Iterator[tuple[str, str]]:
     payload = b"generated weights\n" * 64
     (root / "vgg19.pth").write_bytes(payload)
 
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, directory=str(root), **kwargs)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield (
-        f"http://127.0.0.1:{httpd.server_address[1]}/vgg19.pth",
-        hashlib.sha256(payload).hexdigest(),
-    )
-    httpd.shutdown()
-    thread.join()
+    with serve_folder(root) as url:
+        yield f"{url}/vgg19.pth", hashlib.sha256(payload).hexdigest()
 
 
 def test_a_pinned_file_is_fetched_then_no_deviation(

@@ -4,14 +4,13 @@ the `animbench weights` command and the workflow's `weights` rule inputs."""
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import serve_folder
 
 from animbench import weights
 from animbench.cli import main
@@ -41,19 +40,8 @@ def server(tmp_path) -> Iterator[str]:
     root.mkdir()
     (root / "model.pth").write_bytes(PAYLOAD)
 
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, directory=str(root), **kwargs)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    thread.join()
+    with serve_folder(root) as url:
+        yield url
 
 
 def test_config_pin_verifies_a_mirror_download(table, server) -> None:
