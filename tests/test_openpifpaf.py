@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -313,7 +314,7 @@ def test_pose_env_build_is_resumable(tmp_path: Path, monkeypatch, capsys) -> Non
     prefix = tmp_path / "pose"
     steps: list[str] = []
 
-    def failing_run(step, command, log):
+    def failing_run(step, command, log, attempts=1):
         steps.append(step)
         if step == "create venv":
             Path(command[-1]).mkdir()
@@ -339,6 +340,41 @@ def test_pose_env_build_is_resumable(tmp_path: Path, monkeypatch, capsys) -> Non
     steps.clear()
     assert pose_env.create_pose_env(prefix) == prefix
     assert steps == [] and "is ready" in capsys.readouterr().out
+
+
+def _flaky_pip(counter: Path, output: str, failures: int) -> list[str]:
+    """A command that prints `output` and fails `failures` times, then succeeds."""
+    script = (
+        "import pathlib, sys; c = pathlib.Path(sys.argv[1]); n = int(c.read_text() or 0) + 1 "
+        "if c.exists() else 1; c.write_text(str(n)); "
+        f"print({output!r}); sys.exit(1 if n <= {failures} else 0)"
+    )
+    return [sys.executable, "-c", script, str(counter)]
+
+
+def test_pose_env_retries_a_corrupted_download(tmp_path: Path, capsys) -> None:
+    """A wheel that fails pip's hash check (a truncated download) is fetched again; a failure
+    that is not transient stops at once, naming pip's ERROR line rather than its last line."""
+    hash_error = (
+        "ERROR: THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE.\n"
+        "    torch==2.5.1:\n        Expected sha256 de5b\n             Got        0515"
+    )
+    with open(tmp_path / "build.log", "w") as log:
+        pose_env._run("install torch", _flaky_pip(tmp_path / "calls-a", hash_error, 2), log, 3)
+    out = capsys.readouterr().out
+    assert out.count("retrying") == 2 and "DO NOT MATCH THE HASHES" in out
+    assert "install torch done" in out
+    assert (tmp_path / "build.log").read_text().count("Got        0515\n") == 3
+
+    missing = "ERROR: No matching distribution found for torch==9.9\nsomething after"
+    with open(tmp_path / "build2.log", "w") as log, pytest.raises(AnimbenchError) as error:
+        pose_env._run("install torch", _flaky_pip(tmp_path / "calls-b", missing, 5), log, 3)
+    assert "attempt 1" in str(error.value) and "No matching distribution" in str(error.value)
+    assert "\n" not in str(error.value)
+
+    with open(tmp_path / "build3.log", "w") as log, pytest.raises(AnimbenchError) as error:
+        pose_env._run("install torch", _flaky_pip(tmp_path / "calls-c", hash_error, 5), log, 3)
+    assert "attempt 3" in str(error.value) and "DO NOT MATCH THE HASHES" in str(error.value)
 
 
 def test_pose_env_refuses_to_start_on_a_full_disk(tmp_path: Path, monkeypatch, capsys) -> None:

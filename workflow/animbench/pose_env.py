@@ -107,17 +107,51 @@ def check_free_space(prefix: Path) -> None:
         )
 
 
-def _run(step: str, command: list[str], log) -> None:
+# what pip prints when a download went wrong on the way (a truncated or corrupted wheel fails
+# its hash check; a dropped connection): worth another try, unlike a missing version
+_TRANSIENT = (
+    "do not match the hashes",
+    "connection",
+    "timed out",
+    "incompleteread",
+    "protocolerror",
+    "chunkedencodingerror",
+)
+PIP_ATTEMPTS = 3
+
+
+def _failure_line(output: str) -> str:
+    """The line of pip's output that says what went wrong (its last line is often a hash)."""
+    lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith("ERROR:"):
+            return line
+    return lines[-1] if lines else "no output"
+
+
+def _run(step: str, command: list[str], log, attempts: int = 1) -> None:
+    """Run one build step, logging its output; retry a step whose failure looks transient."""
     start = time.monotonic()
     print(f"pose-env: {step} …", flush=True)
-    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    log.write(f"$ {' '.join(command)}\n{result.stdout}\n")
-    log.flush()
-    if result.returncode != 0:
-        tail = result.stdout.strip().splitlines()[-1:] or ["no output"]
+    for attempt in range(1, attempts + 1):
+        result = subprocess.run(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        log.write(f"$ {' '.join(command)}\n{result.stdout}\n")
+        log.flush()
+        if result.returncode == 0:
+            break
+        transient = any(mark in result.stdout.lower() for mark in _TRANSIENT)
+        if attempt < attempts and transient:
+            print(
+                f"pose-env: {step}: attempt {attempt} failed ({_failure_line(result.stdout)}); "
+                "retrying",
+                flush=True,
+            )
+            continue
         raise AnimbenchError(
-            f"pose environment: {step} failed (exit {result.returncode}): {tail[0]}; "
-            f"full output in {log.name}"
+            f"pose environment: {step} failed (exit {result.returncode}, attempt {attempt}): "
+            f"{_failure_line(result.stdout)}; full output in {log.name}"
         )
     print(f"pose-env: {step} done in {time.monotonic() - start:.0f} s", flush=True)
 
@@ -151,12 +185,13 @@ def create_pose_env(
     pip = [env_python, "-m", "pip", "install", "--disable-pip-version-check", "--no-cache-dir"]
     with open(log_path, "w") as log:
         _run("create venv", [python or sys.executable, "-m", "venv", str(prefix)], log)
-        _run("install torch", [*pip, *TORCH], log)
-        _run("install openpifpaf dependencies", [*pip, *TORCH, *RUNTIME], log)
+        _run("install torch", [*pip, *TORCH], log, PIP_ATTEMPTS)
+        _run("install openpifpaf dependencies", [*pip, *TORCH, *RUNTIME], log, PIP_ATTEMPTS)
         _run(
             "build openpifpaf (C++ extension)",
             [*pip, "--no-deps", "--no-build-isolation", OPENPIFPAF],
             log,
+            PIP_ATTEMPTS,
         )
         verify = subprocess.run([env_python, "-c", _VERIFY], capture_output=True, text=True)
         log.write(f"$ verify\n{verify.stdout}{verify.stderr}\n")
