@@ -18,6 +18,11 @@ The class:
 
 Nothing else is registered: train, resume, DDP, bf16, checkpoints, reconstruction and metrics
 are the shared ones. A second (AVD) training stage is for built-in models only.
+
+The built-in families (FOMM, MRAA, MTIA, TPSMM, CPABMM) implement `MotionModel` through
+`Animator`, which holds what they share: the networks dict, per-frame motion detection, the
+source encoding done once per clip, the background motion and the training forward. A family
+names its networks and writes its `__init__` and `animate`.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
+
+from animbench.errors import ConfigError
 
 
 @runtime_checkable
@@ -76,3 +83,98 @@ class MotionObjective(Protocol):
         """({loss name: weighted scalar}, the model's forward output); the trainer back-
         propagates their sum and logs each."""
         ...
+
+
+def resolve_common_params(given: dict, method: str, defaults: dict, required: tuple = ()) -> dict:
+    """A family's `model_params.common_params` with its defaults filled in; a missing required
+    or an unknown key is a one-line error (a typo must not fall back to a default)."""
+    unknown = sorted(set(given) - set(defaults) - set(required))
+    if unknown:
+        raise ConfigError(
+            f"model_params.common_params: unknown {', '.join(unknown)} for {method.upper()}"
+        )
+    missing = [key for key in required if key not in given]
+    if missing:
+        raise ConfigError(
+            f"model_params.common_params: {method.upper()} needs {', '.join(missing)}"
+        )
+    return {**defaults, **given}
+
+
+class Animator(nn.Module):
+    """The shared body of the built-in families (a `MotionModel`).
+
+    Attribute names are the authors' checkpoint keys. Subclasses set `network_names` and build
+    those attributes in `__init__` (None for an optional network the preset leaves out); one
+    whose generator takes other arguments (TPSMM) writes its own `animate`.
+    """
+
+    method = ""
+    network_names: tuple[str, ...] = ()  # in the authors' order; None attributes are skipped
+    motion_detector = "kp_detector"  # the network `detect` runs on a frame
+    generator_network = "generator"  # animates; its `encode` is the per-clip source encoding
+    motion_name = "kp"  # the forward output's f"{motion_name}_source" / "_driving"
+    # whether `detect` keeps the frame in the motion dict, so that `animate(source, m_s, m_d)`
+    # can predict the background motion from (source, driving) with FOMM's call signature;
+    # None: when the model has a background predictor
+    keep_frame: bool | None = None
+
+    @property
+    def networks(self) -> dict[str, nn.Module]:
+        nets = {name: getattr(self, name, None) for name in self.network_names}
+        return {name: net for name, net in nets.items() if net is not None}
+
+    def _keeps_frame(self) -> bool:
+        if self.keep_frame is None:
+            return getattr(self, "bg_predictor", None) is not None
+        return self.keep_frame
+
+    def detect(self, frame: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Motion representation of frames [N, 3, H, W] (and the frames, see `keep_frame`)."""
+        out = getattr(self, self.motion_detector)(frame)
+        return {**out, "frame": frame} if self._keeps_frame() else out
+
+    def encode_source(self, source: torch.Tensor) -> list[torch.Tensor]:
+        """What `animate` computes from the source alone (the encoder's feature maps)."""
+        return getattr(self, self.generator_network).encode(source)
+
+    def background_motion(self, source: torch.Tensor, motion_driving: dict) -> torch.Tensor | None:
+        """The background predictor's motion from (source, driving frame); None without a
+        predictor or without a driving frame (relative and AVD modes: a still background)."""
+        predictor = getattr(self, "bg_predictor", None)
+        driving = motion_driving.get("frame")
+        if predictor is None or driving is None:
+            return None
+        return predictor(source, driving)
+
+    def animate(
+        self,
+        source: torch.Tensor,
+        motion_source: dict,
+        motion_driving: dict,
+        source_features: list[torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The source moved from its motion to the driving one: the generator called with
+        `<motion_name>_driving`, `<motion_name>_source` (FOMM's keyword names) and, with a
+        background motion, `bg_params`, which the output keeps."""
+        bg_params = self.background_motion(source, motion_driving)
+        motion = {
+            f"{self.motion_name}_driving": motion_driving,
+            f"{self.motion_name}_source": motion_source,
+        }
+        if bg_params is not None:
+            motion["bg_params"] = bg_params
+        generator = getattr(self, self.generator_network)
+        out = generator(source, **motion, source_features=source_features)
+        if bg_params is not None:
+            out["bg_params"] = bg_params
+        return out
+
+    def forward(self, source: torch.Tensor, driving: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Training pass: detect both frames, animate the source, keep both motions."""
+        motion_source = self.detect(source)
+        motion_driving = self.detect(driving)
+        out = self.animate(source, motion_source, motion_driving)
+        out[f"{self.motion_name}_source"] = motion_source
+        out[f"{self.motion_name}_driving"] = motion_driving
+        return out

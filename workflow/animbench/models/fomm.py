@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from animbench.models.base import Animator
 from animbench.models.blocks import (
     AntiAliasInterpolation2d,
     DownBlock2d,
@@ -318,11 +319,12 @@ class MultiScaleDiscriminator(nn.Module):
         return out
 
 
-class FOMM(nn.Module):
+class FOMM(Animator):
     """The animator: keypoint detector + occlusion-aware generator (+ discriminator if a GAN
     loss is used). Attribute names are the checkpoint keys of the authors' files."""
 
     method = "fomm"
+    network_names = ("generator", "kp_detector", "discriminator")
 
     def __init__(
         self,
@@ -347,33 +349,3 @@ class FOMM(nn.Module):
             if discriminator_params is not None
             else None
         )
-
-    @property
-    def networks(self) -> dict[str, nn.Module]:
-        nets = {"generator": self.generator, "kp_detector": self.kp_detector}
-        if self.discriminator is not None:
-            nets["discriminator"] = self.discriminator
-        return nets
-
-    def detect(self, frame: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Motion representation of a frame: keypoints (and Jacobians)."""
-        return self.kp_detector(frame)
-
-    def encode_source(self, source: torch.Tensor) -> list[torch.Tensor]:
-        """What `animate` computes from the source alone (see the generator's `encode`)."""
-        return self.generator.encode(source)
-
-    def animate(
-        self, source, kp_source, kp_driving, source_features=None
-    ) -> dict[str, torch.Tensor]:
-        return self.generator(
-            source, kp_driving=kp_driving, kp_source=kp_source, source_features=source_features
-        )
-
-    def forward(self, source: torch.Tensor, driving: torch.Tensor) -> dict[str, torch.Tensor]:
-        kp_source = self.detect(source)
-        kp_driving = self.detect(driving)
-        out = self.animate(source, kp_source, kp_driving)
-        out["kp_source"] = kp_source
-        out["kp_driving"] = kp_driving
-        return out

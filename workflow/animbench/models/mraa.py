@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from animbench.errors import ConfigError
+from animbench.models.base import Animator, resolve_common_params
 from animbench.models.blocks import (
     AntiAliasInterpolation2d,
     Encoder,
@@ -390,7 +390,7 @@ class AVDNetwork(nn.Module):
         return out
 
 
-class MRAA(nn.Module):
+class MRAA(Animator):
     """The animator: region predictor + background motion predictor + generator (+ AVD network).
 
     Attribute names are the checkpoint keys of the authors' files. `detect` returns the region
@@ -399,6 +399,9 @@ class MRAA(nn.Module):
     """
 
     method = "mraa"
+    network_names = ("generator", "region_predictor", "bg_predictor", "avd_network")
+    motion_detector = "region_predictor"
+    motion_name = "regions"
 
     def __init__(
         self,
@@ -409,18 +412,23 @@ class MRAA(nn.Module):
         avd_network_params: dict | None = None,
     ):
         super().__init__()
-        common = dict(common_params)
-        num_regions = common.pop("num_regions")
-        num_channels = common.pop("num_channels", 3)
-        estimate_affine = common.pop("estimate_affine", True)
-        revert_axis_swap = common.pop("revert_axis_swap", True)
-        # MRAA trained on torch 1.4 (grid_sample default False); the presets say so. Absent
-        # (checkpoints written before the key existed): True, what animbench then ran.
-        self.align_corners = bool(common.pop("align_corners", True))
-        if common:
-            raise ConfigError(
-                f"model_params.common_params: unknown {', '.join(sorted(common))} for MRAA"
-            )
+        # align_corners: MRAA trained on torch 1.4 (grid_sample default False); the presets
+        # say so. Absent (checkpoints written before the key existed): True, what animbench
+        # then ran.
+        common = resolve_common_params(
+            common_params,
+            self.method,
+            {
+                "num_channels": 3,
+                "estimate_affine": True,
+                "revert_axis_swap": True,
+                "align_corners": True,
+            },
+            required=("num_regions",),
+        )
+        num_regions, num_channels = common["num_regions"], common["num_channels"]
+        estimate_affine, revert_axis_swap = common["estimate_affine"], common["revert_axis_swap"]
+        self.align_corners = bool(common["align_corners"])
         self.region_predictor = RegionPredictor(
             num_regions=num_regions,
             num_channels=num_channels,
@@ -445,21 +453,6 @@ class MRAA(nn.Module):
             else None
         )
 
-    @property
-    def networks(self) -> dict[str, nn.Module]:
-        nets = {
-            "generator": self.generator,
-            "region_predictor": self.region_predictor,
-            "bg_predictor": self.bg_predictor,
-        }
-        if self.avd_network is not None:
-            nets["avd_network"] = self.avd_network
-        return nets
-
-    def detect(self, frame: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Motion representation of a frame: region shift, covariance, affine (and the frame)."""
-        return {**self.region_predictor(frame), "frame": frame}
-
     def avd(self, regions_source: dict, regions_driving: dict) -> dict[str, torch.Tensor]:
         """Animation via disentanglement (`animate --mode avd`): the AVD network's regions with
         the shape (identity) of the source regions and the pose of the driving ones, batched
@@ -468,33 +461,3 @@ class MRAA(nn.Module):
         if self.avd_network is None:
             raise ValueError("this MRAA has no AVD network (avd_network_params)")
         return self.avd_network(regions_source, regions_driving)
-
-    def encode_source(self, source: torch.Tensor) -> list[torch.Tensor]:
-        """What `animate` computes from the source alone (the generator's encoder levels)."""
-        return self.generator.encode(source)
-
-    def animate(
-        self, source, regions_source, regions_driving, source_features=None
-    ) -> dict[str, torch.Tensor]:
-        """Generate from `source` moved from its regions to the driving ones. The background
-        motion needs the driving frame (`detect` keeps it); without it, it is the identity."""
-        driving = regions_driving.get("frame")
-        bg_params = self.bg_predictor(source, driving) if driving is not None else None
-        out = self.generator(
-            source,
-            regions_driving=regions_driving,
-            regions_source=regions_source,
-            bg_params=bg_params,
-            source_features=source_features,
-        )
-        if bg_params is not None:
-            out["bg_params"] = bg_params
-        return out
-
-    def forward(self, source: torch.Tensor, driving: torch.Tensor) -> dict[str, torch.Tensor]:
-        regions_source = self.detect(source)
-        regions_driving = self.detect(driving)
-        out = self.animate(source, regions_source, regions_driving)
-        out["regions_source"] = regions_source
-        out["regions_driving"] = regions_driving
-        return out

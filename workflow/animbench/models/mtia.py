@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from animbench import weights
-from animbench.errors import ConfigError
+from animbench.models.base import Animator, resolve_common_params
 from animbench.models.blocks import warp
 from animbench.models.fomm import DenseMotionNetwork, MultiScaleDiscriminator
 from animbench.models.fomm import OcclusionAwareGenerator as _FOMMGenerator
@@ -559,7 +559,7 @@ class Generator(_FOMMGenerator):
         return result
 
 
-class MTIA(nn.Module):
+class MTIA(Animator):
     """The animator: transformer keypoint detector + FOMM generator (+ background predictor,
     + discriminator if configured; the authors save one but train it with weight 0).
 
@@ -569,6 +569,7 @@ class MTIA(nn.Module):
     """
 
     method = "mtia"
+    network_names = ("generator", "kp_detector", "bg_predictor", "discriminator")
 
     def __init__(
         self,
@@ -579,17 +580,17 @@ class MTIA(nn.Module):
         discriminator_params: dict | None = None,
     ):
         super().__init__()
-        common = dict(common_params)
-        num_kp = common.pop("num_kp", 10)
-        num_channels = common.pop("num_channels", 3)
-        estimate_jacobian = common.pop("estimate_jacobian", True)
-        # MTIA trained on torch 1.6 (grid_sample default False); the presets say so. Absent
-        # (checkpoints written before the key existed): True, what animbench then ran.
-        self.align_corners = bool(common.pop("align_corners", True))
-        if common:
-            raise ConfigError(
-                f"model_params.common_params: unknown {', '.join(sorted(common))} for MTIA"
-            )
+        # align_corners: MTIA trained on torch 1.6 (grid_sample default False); the presets
+        # say so. Absent (checkpoints written before the key existed): True, what animbench
+        # then ran.
+        common = resolve_common_params(
+            common_params,
+            self.method,
+            {"num_kp": 10, "num_channels": 3, "estimate_jacobian": True, "align_corners": True},
+        )
+        num_kp, num_channels = common["num_kp"], common["num_channels"]
+        estimate_jacobian = common["estimate_jacobian"]
+        self.align_corners = bool(common["align_corners"])
         self.kp_detector = TransformerKPDetector(
             num_kp=num_kp,
             num_channels=num_channels,
@@ -619,15 +620,6 @@ class MTIA(nn.Module):
         )
 
     @property
-    def networks(self) -> dict[str, nn.Module]:
-        nets = {"generator": self.generator, "kp_detector": self.kp_detector}
-        if self.bg_predictor is not None:
-            nets["bg_predictor"] = self.bg_predictor
-        if self.discriminator is not None:
-            nets["discriminator"] = self.discriminator
-        return nets
-
-    @property
     def warnings(self) -> list[str]:
         """Notes on weights that could not be loaded (recorded by the trainer)."""
         return list(self.kp_detector.weights_notes)
@@ -637,45 +629,3 @@ class MTIA(nn.Module):
         (`kp_detector_params.pretrained`, TaiChi); called by the trainer at the start of a run.
         Returns notes on weights that could not be loaded."""
         return self.kp_detector.load_pretrained()
-
-    def detect(self, frame: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Motion representation of a frame: keypoints and Jacobians (and the frame when the
-        background motion needs it)."""
-        out = self.kp_detector(frame)
-        if self.bg_predictor is not None:
-            out["frame"] = frame
-        return out
-
-    def encode_source(self, source: torch.Tensor) -> list[torch.Tensor]:
-        """What `animate` computes from the source alone (the generator's encoder levels)."""
-        return self.generator.encode(source)
-
-    def animate(
-        self,
-        source: torch.Tensor,
-        kp_source: dict,
-        kp_driving: dict,
-        source_features: list[torch.Tensor] | None = None,
-    ) -> dict[str, torch.Tensor]:
-        driving = kp_driving.get("frame")
-        bg_params = None
-        if self.bg_predictor is not None and driving is not None:
-            bg_params = self.bg_predictor(source, driving)
-        out = self.generator(
-            source,
-            kp_driving=kp_driving,
-            kp_source=kp_source,
-            bg_params=bg_params,
-            source_features=source_features,
-        )
-        if bg_params is not None:
-            out["bg_params"] = bg_params
-        return out
-
-    def forward(self, source: torch.Tensor, driving: torch.Tensor) -> dict[str, torch.Tensor]:
-        kp_source = self.detect(source)
-        kp_driving = self.detect(driving)
-        out = self.animate(source, kp_source, kp_driving)
-        out["kp_source"] = kp_source
-        out["kp_driving"] = kp_driving
-        return out

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from animbench.errors import ConfigError
+from animbench.models.base import Animator, resolve_common_params
 from animbench.models.blocks import (
     AntiAliasInterpolation2d,
     DownBlock2d,
@@ -475,7 +476,7 @@ class KeypointAVDNetwork(AVDNetwork):
         return {"fg_kp": rec.view(b, -1, 2)}
 
 
-class TPSMM(nn.Module):
+class TPSMM(Animator):
     """The animator: keypoint detector + (background predictor) + dense motion network +
     inpainting network (+ AVD network). Attribute names are the authors' checkpoint keys.
 
@@ -486,6 +487,15 @@ class TPSMM(nn.Module):
     """
 
     method = "tpsmm"
+    network_names = (
+        "inpainting_network",
+        "dense_motion_network",
+        "kp_detector",
+        "bg_predictor",
+        "avd_network",
+    )
+    generator_network = "inpainting_network"
+    keep_frame = True
     # may be absent from an authors' file (checkpoints before the AVD stage)
     optional_networks = ("avd_network",)
 
@@ -499,22 +509,21 @@ class TPSMM(nn.Module):
         avd_network_params: dict | None = None,
     ):
         super().__init__()
-        common = dict(common_params)
-        num_tps = common.pop("num_tps")
-        num_channels = common.pop("num_channels", 3)
-        bg = common.pop("bg", False)
-        multi_mask = common.pop("multi_mask", True)
+        common = resolve_common_params(
+            common_params,
+            self.method,
+            {"num_channels": 3, "bg": False, "multi_mask": True, "align_corners": True},
+            required=("num_tps",),
+        )
+        num_tps, num_channels = common["num_tps"], common["num_channels"]
+        bg, multi_mask = common["bg"], common["multi_mask"]
         # the authors pass align_corners=True to every grid_sample (CPABMM's code is TPSMM's)
-        if not common.pop("align_corners", True):
+        if not common["align_corners"]:
             raise ConfigError(
                 f"model_params.common_params.align_corners: {self.method.upper()} warps with "
                 "align_corners=True (its authors pass it explicitly); False is not supported"
             )
         self.align_corners = True
-        if common:
-            raise ConfigError(
-                f"model_params.common_params: unknown {', '.join(sorted(common))} for TPSMM"
-            )
         self.kp_detector = KPDetector(num_tps, num_channels, **(kp_detector_params or {}))
         self.bg_predictor = (
             BGMotionPredictor(num_channels, **(bg_predictor_params or {})) if bg else None
@@ -539,23 +548,6 @@ class TPSMM(nn.Module):
         """The dense motion network; a model with other transforms (CPABMM) overrides it."""
         return DenseMotionNetwork(**params)
 
-    @property
-    def networks(self) -> dict[str, nn.Module]:
-        nets = {
-            "inpainting_network": self.inpainting_network,
-            "dense_motion_network": self.dense_motion_network,
-            "kp_detector": self.kp_detector,
-        }
-        if self.bg_predictor is not None:
-            nets["bg_predictor"] = self.bg_predictor
-        if self.avd_network is not None:
-            nets["avd_network"] = self.avd_network
-        return nets
-
-    def detect(self, frame: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Motion representation of a frame: the K×5 keypoints `fg_kp` (and the frame)."""
-        return {**self.kp_detector(frame), "frame": frame}
-
     def generate(
         self,
         source: torch.Tensor,
@@ -572,10 +564,6 @@ class TPSMM(nn.Module):
             out["bg_param"] = bg_param
         return out
 
-    def encode_source(self, source: torch.Tensor) -> list[torch.Tensor]:
-        """What `animate` computes from the source alone (the inpainting encoder's maps)."""
-        return self.inpainting_network.encode(source)
-
     def animate(
         self,
         source: torch.Tensor,
@@ -583,10 +571,7 @@ class TPSMM(nn.Module):
         kp_driving: dict,
         source_features: list[torch.Tensor] | None = None,
     ) -> dict:
-        driving = kp_driving.get("frame")
-        bg_param = None
-        if self.bg_predictor is not None and driving is not None:
-            bg_param = self.bg_predictor(source, driving)
+        bg_param = self.background_motion(source, kp_driving)
         return self.generate(
             source, kp_source, kp_driving, bg_param, source_features=source_features
         )
