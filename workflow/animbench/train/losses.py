@@ -1,5 +1,6 @@
-"""Losses shared by the motion models: multi-scale VGG19 perceptual loss, equivariance
-(value and Jacobian) under random TPS transforms, and the LSGAN terms.
+"""Losses shared by the motion models: multi-scale VGG19 perceptual loss (the network:
+networks/vgg.py), equivariance (value and Jacobian) under random TPS transforms, and the LSGAN
+terms.
 
 Facts from the reference implementations (notes/reference-models.md §0): VGG19 features sliced
 at relu1_1 … relu5_1 on ImageNet-normalised input, weights [10]*5, summed over the pyramid
