@@ -17,12 +17,17 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1] / "workflow" / "animbench"
 # layer -> the layers it may import from (its own included)
 ALLOWED: dict[str, frozenset[str]] = {
     "foundation": frozenset({"foundation"}),
-    "data": frozenset({"foundation", "data"}),
-    "models": frozenset({"foundation", "models"}),
-    "train": frozenset({"foundation", "data", "models", "train"}),
-    "evaluate": frozenset({"foundation", "data", "models", "evaluate"}),
-    "application": frozenset({"foundation", "data", "models", "train", "evaluate", "application"}),
-    "cli": frozenset({"foundation", "data", "models", "train", "evaluate", "application", "cli"}),
+    "networks": frozenset({"foundation", "networks"}),
+    "data": frozenset({"foundation", "networks", "data"}),
+    "models": frozenset({"foundation", "networks", "models"}),
+    "train": frozenset({"foundation", "networks", "data", "models", "train"}),
+    "evaluate": frozenset({"foundation", "networks", "data", "models", "evaluate"}),
+    "application": frozenset(
+        {"foundation", "networks", "data", "models", "train", "evaluate", "application"}
+    ),
+    "cli": frozenset(
+        {"foundation", "networks", "data", "models", "train", "evaluate", "application", "cli"}
+    ),
 }
 
 # modules by name; packages (the name and everything under it) by their package name
@@ -37,7 +42,9 @@ LAYERS: dict[str, str] = {
     "animbench.downloads": "foundation",  # download with sha256
     "animbench.weights": "foundation",  # the one weights cache and its missing-file policy
     "animbench.pose_env": "foundation",  # the isolated openpifpaf environment
-    # the layers above it
+    # standard networks in their published layouts (torchvision/timm/reference), above it
+    "animbench.networks": "networks",
+    # the layers above those
     "animbench.data": "data",
     "animbench.models": "models",
     "animbench.train": "train",
@@ -49,7 +56,13 @@ LAYERS: dict[str, str] = {
     "animbench.report": "application",
     "animbench.cli": "cli",
 }
-PACKAGES = {"animbench.data", "animbench.models", "animbench.train", "animbench.evaluate"}
+PACKAGES = {
+    "animbench.networks",
+    "animbench.data",
+    "animbench.models",
+    "animbench.train",
+    "animbench.evaluate",
+}
 
 
 def module_name(path: Path, root: Path) -> tuple[str, bool]:
@@ -110,7 +123,7 @@ def import_graph(root: Path) -> dict[str, set[str]]:
 
 
 def layer_of(module: str, layers: Mapping[str, str] = LAYERS) -> str | None:
-    """A module's layer: its own entry, else its sub-package's (data, models, train,
+    """A module's layer: its own entry, else its sub-package's (networks, data, models, train,
     evaluate). A new top-level module has none until it is given one."""
     if module in layers:
         return layers[module]
@@ -211,13 +224,15 @@ def test_no_import_circle(graph):
 
 def test_layer_rules_of_the_issue():
     """Issue 16: models and data import nothing from train, evaluate, animate or the CLI;
-    evaluate nothing from train."""
+    evaluate nothing from train; the standard networks (part 5) stand on the foundation only."""
     for low in ("data", "models"):
         assert not {"train", "evaluate", "application", "cli"} & ALLOWED[low]
+    assert ALLOWED["networks"] == {"foundation", "networks"}
+    assert all("networks" in ALLOWED[layer] for layer in ALLOWED if layer != "foundation")
     assert "train" not in ALLOWED["evaluate"]
     assert ALLOWED["foundation"] == {"foundation"}
     assert all(layer in ALLOWED for layer in LAYERS.values())
-    assert {layer_of(m) for m in PACKAGES} == {"data", "models", "train", "evaluate"}
+    assert {layer_of(m) for m in PACKAGES} == {"networks", "data", "models", "train", "evaluate"}
 
 
 def test_checker_catches_planted_violations_and_circles(tmp_path: Path):

@@ -20,10 +20,10 @@ from animbench.evaluate.identity_backends import (
     FACE_WEIGHTS,
     REID_WEIGHTS,
     FaceIdentityEmbedder,
-    InceptionResnetV1,
     PersonReidEmbedder,
-    ReidResNet50,
 )
+from animbench.networks.inception_resnet import InceptionResnetV1
+from animbench.networks.resnet import ReidResNet50
 
 SIZE = 64
 

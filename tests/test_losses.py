@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from animbench.models.blocks import make_coordinate_grid
+from animbench.networks.vgg import Vgg19
 from animbench.train.losses import (
     PerceptualPyramidLoss,
     RandomTPS,
-    Vgg19,
     discriminator_gan_loss,
     equivariance_losses,
     feature_matching_loss,

@@ -231,7 +231,7 @@ def test_imagenet_backbone_loads_from_the_weight_cache(tmp_path, monkeypatch):
     """The ImageNet file (official HRNet names, stage 4 and classifier included) fills every
     backbone key; offline, the detector keeps its init and the objective records a warning."""
     from animbench import weights
-    from animbench.models.mtia import HRNetBackbone
+    from animbench.networks.hrnet import HRNetBackbone
 
     torch.manual_seed(3)
     full = HRNetBackbone(32)

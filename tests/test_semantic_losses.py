@@ -15,7 +15,7 @@ from conftest import offline_weights
 
 from animbench import weights
 from animbench.errors import DataError
-from animbench.models.vit import DinoVisionTransformer, cosine_self_similarity
+from animbench.networks.vit import DinoVisionTransformer, cosine_self_similarity
 from animbench.train.semantic_losses import (
     KeypointSemanticLoss,
     StructureAlignmentLoss,

@@ -14,7 +14,6 @@ from conftest import offline_weights, reference_manifest
 from animbench.errors import DataError
 from animbench.models import registry
 from animbench.models.blocks import count_parameters, make_coordinate_grid
-from animbench.models.resnet import ResNet18
 from animbench.models.tpsmm import (
     TPS,
     TPSMM,
@@ -23,6 +22,7 @@ from animbench.models.tpsmm import (
     dropout_softmax,
     tps_kernel,
 )
+from animbench.networks.resnet import ResNet18
 from animbench.train.objectives import AVD_OBJECTIVES, OBJECTIVES
 from animbench.train.tps_objective import (
     TPSAVDObjective,

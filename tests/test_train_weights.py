@@ -231,7 +231,7 @@ def test_a_cached_vgg19_trains_without_deviation(tiny_dataset, tmp_path: Path, m
     from conftest import TINY_OVERRIDES, offline_weights
 
     from animbench import checkpoint
-    from animbench.train.losses import Vgg19
+    from animbench.networks.vgg import Vgg19
     from animbench.train.trainer import TrainOptions, train
 
     cache = tmp_path / "cache"

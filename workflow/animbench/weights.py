@@ -40,7 +40,11 @@ class WeightFile:
 _OPENMMLAB = "https://download.openmmlab.com/mmpose/pretrain_models"
 _ADRIANBULAT = "https://www.adrianbulat.com/downloads/python-fan"
 
+# Each network's file(s) are declared here once; the networks (in their published layouts) are
+# in animbench.networks, which loads them (networks.published.load_or_random for the frozen
+# loss networks).
 WEIGHTS = {
+    # torchvision's ImageNet VGG19 (networks/vgg.py; the perceptual loss)
     "vgg19": WeightFile(
         "vgg19", "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth", "dcbb9e9d"
     ),
@@ -54,12 +58,13 @@ WEIGHTS = {
         "shufflenetv2k16-210820-232500-cocokp-slurm726069-edge513-o10s-7189450a.pkl",
         "7189450a",
     ),
-    # LPIPS v0.1 (evaluate/image_metrics.py): torchvision's ImageNet AlexNet (the trunk) and the
-    # official linear heads (richzhang/PerceptualSimilarity lpips/weights/v0.1/alex.pth, 6,009
-    # bytes; the sha256 was computed here from the copies in the lpips 0.1.4 wheel and in
-    # torchmetrics 1.9.0, which are identical). A public script pins alexnet-owt-7be5be79.pth as
-    # sha256 7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02 (not computed
-    # here: no copy reachable), consistent with torchvision's 8-digit name prefix pinned below.
+    # LPIPS v0.1 (evaluate/image_metrics.py): torchvision's ImageNet AlexNet (the trunk,
+    # networks/alexnet.py) and the official linear heads (richzhang/PerceptualSimilarity
+    # lpips/weights/v0.1/alex.pth, 6,009 bytes; the sha256 was computed here from the copies in the
+    # lpips 0.1.4 wheel and in torchmetrics 1.9.0, which are identical). A public script pins
+    # alexnet-owt-7be5be79.pth as sha256
+    # 7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02 (not computed here: no copy
+    # reachable), consistent with torchvision's 8-digit name prefix pinned below.
     "alexnet": WeightFile(
         "alexnet", "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth", "7be5be79"
     ),
@@ -70,15 +75,17 @@ WEIGHTS = {
         cache_name="lpips-v0.1-alex-df73285e.pth",  # "alex.pth" alone is too generic a name
     ),
     # ImageNet HRNet backbones (MTIA's TaiChi init; the files HRNet-pose, TransPose and TokenPose
-    # load, mirrored by mmpose under these names). Keys are the official HRNet names.
+    # load, mirrored by mmpose under these names). Keys are the official HRNet names
+    # (networks/hrnet.py).
     # The 8 hex digits are the file names' suffixes, which by the OpenMMLab / torchvision naming
     # convention are the sha256 prefix. UNVERIFIED here (no offline copy to hash): the names and
     # URLs are the ones mmpose's configs use, but the digests were not computed from the files.
     # A mismatch stops with a DataError naming the file (see `fetch`).
     "hrnet_w32": WeightFile("hrnet_w32", f"{_OPENMMLAB}/hrnet_w32-36af842e.pth", "36af842e"),
     "hrnet_w48": WeightFile("hrnet_w48", f"{_OPENMMLAB}/hrnet_w48-8ef0771d.pth", "8ef0771d"),
-    # DINO ViT-B/8 backbone (CPABMM's structure alignment loss; torch.hub 'dino_vitb8' loads this
-    # file). Meta publishes no checksum and no public source with its digest was found: unpinned.
+    # DINO ViT-B/8 backbone (networks/vit.py; CPABMM's structure alignment loss; torch.hub
+    # 'dino_vitb8' loads this file). Meta publishes no checksum and no public source with its
+    # digest was found: unpinned.
     "dino_vitb8": WeightFile(
         "dino_vitb8",
         "https://dl.fbaipublicfiles.com/dino/dino_vitbase8_pretrain/dino_vitbase8_pretrain.pth",
@@ -110,19 +117,19 @@ WEIGHTS = {
     # reachable), so only the authors' prefixes are enforced.
     "s3fd": WeightFile("s3fd", f"{_ADRIANBULAT}/s3fd-619a316812.pth", "619a316812"),
     "2dfan4": WeightFile("2dfan4", f"{_ADRIANBULAT}/2DFAN4-11f355bf06.pth.tar", "11f355bf06"),
-    # AED identity networks (evaluate/identity_backends.py). FaceNet Inception-ResNet-v1 on
-    # VGGFace2 as converted by facenet-pytorch (a plain state_dict, logits layer included). The
-    # full sha256 is the one an independent public project pins for this file (its other pins,
-    # alex.pth df73285e… and alexnet-owt 7be5be79…, match ours); NOT computed here: the file is
-    # unreachable from this machine.
+    # AED identity networks (evaluate/identity_backends.py). FaceNet Inception-ResNet-v1
+    # (networks/inception_resnet.py) on VGGFace2 as converted by facenet-pytorch (a plain
+    # state_dict, logits layer included). The full sha256 is the one an independent public project
+    # pins for this file (its other pins, alex.pth df73285e… and alexnet-owt 7be5be79…, match ours);
+    # NOT computed here: the file is unreachable from this machine.
     "facenet_vggface2": WeightFile(
         "facenet_vggface2",
         "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/"
         "20180402-114759-vggface2.pt",
         "281cebca8662831adb987a874bdcb36e73f5b1c6dc5ee5878f305e985625d99b",
     ),
-    # torchreid model zoo ResNet-50 trained on Market-1501 (Google Drive file
-    # 1dUUZ4rHDWohmsQXCRe2C_HbYkzz94iBV). UNPINNED: no public digest exists, so `fetch` accepts
+    # torchreid model zoo ResNet-50 (networks/resnet.py) trained on Market-1501 (Google Drive
+    # file 1dUUZ4rHDWohmsQXCRe2C_HbYkzz94iBV). UNPINNED: no public digest exists, so `fetch` accepts
     # the file with a loud warning giving its sha256, to be pinned here once checked.
     "reid_resnet50_market1501": WeightFile(
         "reid_resnet50_market1501",

@@ -1,8 +1,9 @@
 """Identity embedders for AED: ``face-identity`` (VoxCeleb) and ``person-reid`` (TaiChi, TED).
 
 AED is the squared Euclidean distance between the embeddings of a generated frame and its
-ground truth, averaged over frames. Both networks are written here (no facenet-pytorch,
-torchreid or torchvision); their state_dict layouts are the published files' layouts, so those
+ground truth, averaged over frames. Both networks are written in this package
+(networks/inception_resnet.py, networks/resnet.py; no facenet-pytorch, torchreid or
+torchvision); their state_dict layouts are the published files' layouts, so those
 files load directly through the weight cache (``animbench.weights.fetch``, sha256-checked when
 pinned). A missing file stops with a DataError naming the file and its URL; weights are never
 random unless ``pretrained=False`` is asked for (tests), which the ``version`` then says.
@@ -35,8 +36,7 @@ but not comparable with the papers' published numbers; ``name``, ``version`` and
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -52,259 +52,15 @@ from animbench.evaluate.detectors import (
     _check_frames,
     register_identity_embedder,
 )
+from animbench.networks.inception_resnet import InceptionResnetV1
+from animbench.networks.resnet import ReidResNet50
 
 FACE_WEIGHTS = "facenet_vggface2"
 REID_WEIGHTS = "reid_resnet50_market1501"
 FACE_SIZE = (160, 160)  # H, W: facenet-pytorch's input size
 REID_SIZE = (256, 128)  # H, W: torchreid's default test size
-VGGFACE2_CLASSES = 8631  # the published file's logits layer (training identities)
-MARKET1501_CLASSES = 751
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-# ---------------------------------------------------------------------------------------------
-# Inception-ResNet-v1, in facenet-pytorch's state_dict layout.
-
-# (in, out, kernel, stride, padding) of one BasicConv2d
-ConvSpec = tuple[int, int, int | tuple[int, int], int, int | tuple[int, int]]
-
-
-def conv_bn_relu(spec: ConvSpec) -> nn.Sequential:
-    """Conv (no bias: the BatchNorm shifts) + BatchNorm (TensorFlow's eps 0.001) + ReLU.
-
-    Children named conv/bn/relu: facenet-pytorch's ``BasicConv2d`` keys (``conv.weight``, ...).
-    """
-    cin, cout, kernel, stride, padding = spec
-    return nn.Sequential(
-        OrderedDict(
-            conv=nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=False),
-            bn=nn.BatchNorm2d(cout, eps=0.001, momentum=0.1),
-            relu=nn.ReLU(),
-        )
-    )
-
-
-def conv_chain(*specs: ConvSpec) -> nn.Module:
-    """One conv_bn_relu as is, several in an nn.Sequential (indexed keys, as upstream)."""
-    if len(specs) == 1:
-        return conv_bn_relu(specs[0])
-    return nn.Sequential(*(conv_bn_relu(spec) for spec in specs))
-
-
-class Branches(nn.Module):
-    """Parallel branches ``branch0``, ``branch1``, ... concatenated over channels."""
-
-    def __init__(self, branches: Iterable[nn.Module]) -> None:
-        super().__init__()
-        self.count = 0
-        for branch in branches:
-            self.add_module(f"branch{self.count}", branch)
-            self.count += 1
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.cat([getattr(self, f"branch{i}")(x) for i in range(self.count)], 1)
-
-
-class ScaledResidual(Branches):
-    """Inception-ResNet block: x + scale · conv2d(branches(x)), then ReLU unless ``relu=False``.
-
-    ``conv2d`` is a biased 1×1 convolution back to the input's channels; the small scale keeps
-    the residual stack stable (Szegedy et al. 2016).
-    """
-
-    def __init__(
-        self, branches: Iterable[nn.Module], mixed: int, channels: int, scale: float, relu: bool
-    ) -> None:
-        super().__init__(branches)
-        self.conv2d = nn.Conv2d(mixed, channels, kernel_size=1)
-        self.scale = scale
-        self.relu = relu
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = x + self.scale * self.conv2d(super().forward(x))
-        return F.relu(out) if self.relu else out
-
-
-def block35(scale: float = 0.17) -> ScaledResidual:
-    """35×35 grid block (Inception-ResNet-A), 256 channels."""
-    return ScaledResidual(
-        [
-            conv_chain((256, 32, 1, 1, 0)),
-            conv_chain((256, 32, 1, 1, 0), (32, 32, 3, 1, 1)),
-            conv_chain((256, 32, 1, 1, 0), (32, 32, 3, 1, 1), (32, 32, 3, 1, 1)),
-        ],
-        mixed=96,
-        channels=256,
-        scale=scale,
-        relu=True,
-    )
-
-
-def block17(scale: float = 0.10) -> ScaledResidual:
-    """17×17 grid block (Inception-ResNet-B), 896 channels, factorised 7×7."""
-    return ScaledResidual(
-        [
-            conv_chain((896, 128, 1, 1, 0)),
-            conv_chain(
-                (896, 128, 1, 1, 0), (128, 128, (1, 7), 1, (0, 3)), (128, 128, (7, 1), 1, (3, 0))
-            ),
-        ],
-        mixed=256,
-        channels=896,
-        scale=scale,
-        relu=True,
-    )
-
-
-def block8(scale: float = 0.20, relu: bool = True) -> ScaledResidual:
-    """8×8 grid block (Inception-ResNet-C), 1792 channels, factorised 3×3."""
-    return ScaledResidual(
-        [
-            conv_chain((1792, 192, 1, 1, 0)),
-            conv_chain(
-                (1792, 192, 1, 1, 0), (192, 192, (1, 3), 1, (0, 1)), (192, 192, (3, 1), 1, (1, 0))
-            ),
-        ],
-        mixed=384,
-        channels=1792,
-        scale=scale,
-        relu=relu,
-    )
-
-
-def mixed_6a() -> Branches:
-    """Reduction 35→17: 384 + 256 convolved + 256 max-pooled = 896 channels."""
-    return Branches(
-        [
-            conv_chain((256, 384, 3, 2, 0)),
-            conv_chain((256, 192, 1, 1, 0), (192, 192, 3, 1, 1), (192, 256, 3, 2, 0)),
-            nn.MaxPool2d(3, stride=2),
-        ]
-    )
-
-
-def mixed_7a() -> Branches:
-    """Reduction 17→8: 384 + 256 + 256 convolved + 896 max-pooled = 1792 channels."""
-    return Branches(
-        [
-            conv_chain((896, 256, 1, 1, 0), (256, 384, 3, 2, 0)),
-            conv_chain((896, 256, 1, 1, 0), (256, 256, 3, 2, 0)),
-            conv_chain((896, 256, 1, 1, 0), (256, 256, 3, 1, 1), (256, 256, 3, 2, 0)),
-            nn.MaxPool2d(3, stride=2),
-        ]
-    )
-
-
-class InceptionResnetV1(nn.Module):
-    """FaceNet Inception-ResNet-v1: standardised RGB [N, 3, 160, 160] -> unit 512-d embeddings.
-
-    The state_dict is facenet-pytorch's ``InceptionResnetV1(pretrained='vggface2')`` one,
-    including the 8631-way ``logits`` layer (unused here, present so that the published file
-    loads key for key).
-    """
-
-    def __init__(self, num_classes: int = VGGFACE2_CLASSES, dropout: float = 0.6) -> None:
-        super().__init__()
-        self.conv2d_1a = conv_bn_relu((3, 32, 3, 2, 0))
-        self.conv2d_2a = conv_bn_relu((32, 32, 3, 1, 0))
-        self.conv2d_2b = conv_bn_relu((32, 64, 3, 1, 1))
-        self.maxpool_3a = nn.MaxPool2d(3, stride=2)
-        self.conv2d_3b = conv_bn_relu((64, 80, 1, 1, 0))
-        self.conv2d_4a = conv_bn_relu((80, 192, 3, 1, 0))
-        self.conv2d_4b = conv_bn_relu((192, 256, 3, 2, 0))
-        self.repeat_1 = nn.Sequential(*(block35() for _ in range(5)))
-        self.mixed_6a = mixed_6a()
-        self.repeat_2 = nn.Sequential(*(block17() for _ in range(10)))
-        self.mixed_7a = mixed_7a()
-        self.repeat_3 = nn.Sequential(*(block8() for _ in range(5)))
-        self.block8 = block8(scale=1.0, relu=False)
-        self.avgpool_1a = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(dropout)  # identity in eval mode; kept for the layout
-        self.last_linear = nn.Linear(1792, 512, bias=False)
-        self.last_bn = nn.BatchNorm1d(512, eps=0.001, momentum=0.1)
-        self.logits = nn.Linear(512, num_classes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        for name in ("conv2d_1a", "conv2d_2a", "conv2d_2b", "maxpool_3a", "conv2d_3b"):
-            x = getattr(self, name)(x)
-        for name in ("conv2d_4a", "conv2d_4b", "repeat_1", "mixed_6a", "repeat_2"):
-            x = getattr(self, name)(x)
-        x = self.block8(self.repeat_3(self.mixed_7a(x)))
-        x = self.dropout(self.avgpool_1a(x).flatten(1))
-        return F.normalize(self.last_bn(self.last_linear(x)), p=2, dim=1)
-
-
-# ---------------------------------------------------------------------------------------------
-# ResNet-50, in torchvision's / torchreid's state_dict layout.
-
-
-class Bottleneck(nn.Module):
-    """1×1 reduce, 3×3 (carrying the stride, "ResNet v1.5"), 1×1 expand ×4, plus shortcut."""
-
-    expansion = 4
-
-    def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
-        super().__init__()
-        out = planes * self.expansion
-        self.conv1 = nn.Conv2d(inplanes, planes, kernel_size=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = nn.Conv2d(planes, out, kernel_size=1, bias=False)
-        self.bn3 = nn.BatchNorm2d(out)
-        self.downsample: nn.Module | None = None
-        if stride != 1 or inplanes != out:  # projection shortcut when the shape changes
-            self.downsample = nn.Sequential(
-                nn.Conv2d(inplanes, out, kernel_size=1, stride=stride, bias=False),
-                nn.BatchNorm2d(out),
-            )
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = F.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        shortcut = x if self.downsample is None else self.downsample(x)
-        return F.relu(out + shortcut)
-
-
-def resnet_stage(inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
-    """One ResNet stage: the first block changes resolution/width, the others keep it."""
-    layers = [Bottleneck(inplanes, planes, stride)]
-    layers += [Bottleneck(planes * Bottleneck.expansion, planes) for _ in range(blocks - 1)]
-    return nn.Sequential(*layers)
-
-
-class ReidResNet50(nn.Module):
-    """ResNet-50 re-id network: normalised RGB [N, 3, 256, 128] -> 2048-d pooled features.
-
-    Keys: torchvision's resnet50 without ``fc``, plus torchreid's ``classifier`` (751 Market-1501
-    identities, unused here: torchreid's eval-mode output is the pooled feature too).
-    """
-
-    def __init__(self, num_classes: int = MARKET1501_CLASSES) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = resnet_stage(64, 64, 3, stride=1)
-        self.layer2 = resnet_stage(256, 128, 4, stride=2)
-        self.layer3 = resnet_stage(512, 256, 6, stride=2)
-        self.layer4 = resnet_stage(1024, 512, 3, stride=2)  # torchreid's resnet50: last_stride 2
-        self.classifier = nn.Linear(512 * Bottleneck.expansion, num_classes)
-        # torchreid's initialisation (only matters for random-weight tests): He fan-out convs,
-        # unit BatchNorm, small classifier
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, 0, 0.01)
-                nn.init.zeros_(module.bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return x.mean(dim=(2, 3))
-
 
 # ---------------------------------------------------------------------------------------------
 # Weight files.

@@ -8,10 +8,10 @@ that frame means stay finite: the source-copy baseline reproduces frame 0 exactl
 LPIPS is Zhang et al. 2018, "The Unreasonable Effectiveness of Deep Features as a Perceptual
 Metric", v0.1 with the AlexNet trunk (the `lpips` package's default). torchmetrics' LPIPS needs
 torchvision, so the network is written here and checked against torchmetrics' implementation
-(tests): torchvision's AlexNet `features` (same keys, so torchvision's ImageNet file loads
-directly through the weight cache, `weights.WEIGHTS["alexnet"]`) and the five 1×1 linear heads
-of the official v0.1 release (`lpips/weights/v0.1/alex.pth`; torchmetrics ships the identical
-file, which is used when present, else `weights.WEIGHTS["lpips_alex"]`).
+(tests): torchvision's AlexNet `features` (networks/alexnet.py: same keys, so torchvision's
+ImageNet file loads directly through the weight cache, `weights.WEIGHTS["alexnet"]`) and the
+five 1×1 linear heads of the official v0.1 release (`lpips/weights/v0.1/alex.pth`; torchmetrics
+ships the identical file, which is used when present, else `weights.WEIGHTS["lpips_alex"]`).
 
 Without those weights (offline), LPIPS is NaN, with one warning naming the missing file; PSNR
 and SSIM are still computed. `require_lpips=True` raises instead. LPIPS is never reported from
@@ -37,6 +37,12 @@ from torchmetrics.functional.image import (
 from animbench import weights
 from animbench.downloads import sha256_file
 from animbench.errors import DataError
+from animbench.networks.alexnet import (
+    RELU_CHANNELS,
+    RELU_SLICES,
+    alexnet_features,
+    load_features,
+)
 
 FRAME_METRICS = ("psnr", "ssim", "lpips")  # frames.parquet columns, in this order
 PSNR_CAP = 100.0  # dB, the PSNR of identical frames
@@ -45,9 +51,9 @@ BATCH_FRAMES = 8  # frames per pass: torchmetrics SSIM peaks at ~110 MB per 384�
 # LPIPS v0.1 input scaling (lpips.ScalingLayer), applied to images in [-1, 1]
 _SHIFT = (-0.030, -0.088, -0.188)
 _SCALE = (0.458, 0.448, 0.450)
-# torchvision's alexnet().features up to relu5 (indices 0–11); LPIPS taps the five ReLUs
-_TAPS = ((0, 2), (2, 5), (5, 8), (8, 10), (10, 12))
-_CHANNELS = (64, 192, 384, 256, 256)
+# torchvision's alexnet().features up to relu5 (networks/alexnet.py); LPIPS taps the five ReLUs
+_TAPS = RELU_SLICES
+_CHANNELS = RELU_CHANNELS
 
 
 def psnr(prediction: Tensor, target: Tensor) -> Tensor:
@@ -78,24 +84,6 @@ def ssim(prediction: Tensor, target: Tensor) -> Tensor:
     )
 
 
-def _alexnet_features() -> nn.Sequential:
-    """torchvision's `alexnet().features[:12]` (up to relu5), same indices and initialisation."""
-    return nn.Sequential(
-        nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2),
-        nn.ReLU(),
-        nn.MaxPool2d(kernel_size=3, stride=2),
-        nn.Conv2d(64, 192, kernel_size=5, padding=2),
-        nn.ReLU(),
-        nn.MaxPool2d(kernel_size=3, stride=2),
-        nn.Conv2d(192, 384, kernel_size=3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(384, 256, kernel_size=3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(256, 256, kernel_size=3, padding=1),
-        nn.ReLU(),
-    )
-
-
 def bundled_heads() -> Path | None:
     """torchmetrics' copy of the official v0.1 AlexNet heads, if it is the pinned file."""
     try:
@@ -120,7 +108,7 @@ class LPIPS(nn.Module):
 
     def __init__(self, pretrained: bool = True):
         super().__init__()
-        self.features = _alexnet_features()
+        self.features = alexnet_features()
         self.lins = nn.ModuleList(nn.Conv2d(c, 1, kernel_size=1, bias=False) for c in _CHANNELS)
         for lin, channels in zip(self.lins, _CHANNELS):
             nn.init.constant_(lin.weight, 1.0 / channels)
@@ -135,9 +123,7 @@ class LPIPS(nn.Module):
 
     def load_trunk(self, path: str | Path) -> None:
         """torchvision's AlexNet state_dict (features.* keys; the classifier is ignored)."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        features = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
-        self.features.load_state_dict(features, strict=True)
+        load_features(self.features, path)
 
     def load_heads(self, path: str | Path) -> None:
         """The official heads file (keys lin{i}.model.1.weight, as lpips saves them)."""

@@ -38,7 +38,7 @@ from animbench.models.blocks import (
     warp,
 )
 from animbench.models.mraa import AVDNetwork, apply_homography
-from animbench.models.resnet import ResNet18
+from animbench.networks.resnet import ResNet18
 
 POINTS_PER_TPS = 5
 

@@ -1,5 +1,6 @@
-"""Losses shared by the motion models: multi-scale VGG19 perceptual loss, equivariance
-(value and Jacobian) under random TPS transforms, and the LSGAN terms.
+"""Losses shared by the motion models: multi-scale VGG19 perceptual loss (the network:
+networks/vgg.py), equivariance (value and Jacobian) under random TPS transforms, and the LSGAN
+terms.
 
 Facts from the reference implementations (notes/reference-models.md §0): VGG19 features sliced
 at relu1_1 … relu5_1 on ImageNet-normalised input, weights [10]*5, summed over the pyramid
@@ -9,76 +10,12 @@ weights and the r² log r kernel with r the L1 distance.
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from animbench import weights
 from animbench.models.blocks import ImagePyramid, make_coordinate_grid
-
-# torchvision's vgg19 `features` up to relu5_1 (index 29); M = 2×2 max pooling
-_VGG19_LAYOUT = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512]
-_VGG19_SLICES = [(0, 2), (2, 7), (7, 12), (12, 21), (21, 30)]
-
-
-class Vgg19(nn.Module):
-    """Frozen VGG19 feature extractor returning relu1_1, relu2_1, relu3_1, relu4_1, relu5_1.
-
-    Layer indices equal torchvision's `vgg19().features`, so its ImageNet file loads directly.
-    Without that file (offline), the network keeps torchvision's random initialisation and
-    `self.pretrained` is False; the trainer records a warning in its outputs.
-    """
-
-    def __init__(self, pretrained: bool = True):
-        super().__init__()
-        layers: list[nn.Module] = []
-        in_channels = 3
-        for item in _VGG19_LAYOUT:
-            if item == "M":
-                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
-            else:
-                conv = nn.Conv2d(in_channels, item, kernel_size=3, padding=1)
-                nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(conv.bias)
-                layers += [conv, nn.ReLU(inplace=True)]
-                in_channels = item
-        layers = layers[:30]
-        self.features = nn.Sequential(*layers)
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
-        self.pretrained = False
-        self.weights_note = "VGG19 randomly initialised (pretrained=False requested)"
-        if pretrained:
-            self.pretrained, self.weights_note = self._load_imagenet()
-        self.requires_grad_(False)
-        self.eval()
-
-    def _load_imagenet(self) -> tuple[bool, str]:
-        path, reason = weights.fetch("vgg19")
-        if path is None:
-            note = f"VGG19 ImageNet weights unavailable ({reason}); perceptual loss uses a randomly initialised VGG19"
-            warnings.warn(note, stacklevel=3)
-            return False, note
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        features = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
-        features = {k: v for k, v in features.items() if int(k.split(".")[0]) < 30}
-        self.features.load_state_dict(features, strict=True)
-        return True, f"VGG19 ImageNet weights from {path}"
-
-    def train(self, mode: bool = True) -> Vgg19:
-        return super().train(False)  # always frozen, never in training mode
-
-    def forward(self, x: torch.Tensor, num_slices: int = 5) -> list[torch.Tensor]:
-        """The first `num_slices` feature maps (deeper layers are not computed)."""
-        out = (x - self.mean) / self.std
-        feats = []
-        for start, stop in _VGG19_SLICES[:num_slices]:
-            for layer in self.features[start:stop]:
-                out = layer(out)
-            feats.append(out)
-        return feats
+from animbench.networks.vgg import Vgg19
 
 
 class PerceptualPyramidLoss(nn.Module):

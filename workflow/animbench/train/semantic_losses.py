@@ -13,7 +13,7 @@
   never published this loss** (its module is not in their repository, issue #4); it is written
   here from the paper's text and Figure 4, and its free choices are ours (see the class).
 
-Both networks are frozen and always in eval mode; like `Vgg19` (losses.py) they load their
+Both networks are frozen and always in eval mode; like `Vgg19` (networks/vgg.py) they load their
 published weights through `animbench.weights` when `pretrained` (nothing is downloaded
 otherwise), and without the file they keep a random initialisation, warn, and say so in
 `weights_note` (training continues).
@@ -25,14 +25,13 @@ import importlib
 import importlib.util
 import sys
 import types
-import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from animbench import weights
-from animbench.models.vit import VIT_B8, DinoVisionTransformer, cosine_self_similarity
+from animbench.networks.published import load_or_random
+from animbench.networks.vit import VIT_B8, DinoVisionTransformer, cosine_self_similarity
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -40,14 +39,7 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def _load_frozen(module: nn.Module, name: str, what: str, loss: str) -> tuple[bool, str]:
     """Load weight file `name` into `module` (strict); (False, note) with a warning if absent."""
-    path, reason = weights.fetch(name)
-    if path is None:
-        note = f"{what} weights unavailable ({reason}); {loss} uses a randomly initialised {what}"
-        warnings.warn(note, stacklevel=3)
-        return False, note
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    module.load_state_dict(state, strict=True)
-    return True, f"{what} weights from {path}"
+    return load_or_random(module, name, what, f"{loss} uses a randomly initialised {what}")
 
 
 # --- structure alignment (DINO ViT-B/8) ---------------------------------------------------------

@@ -1,12 +1,13 @@
-"""The DINO vision transformer (Caron et al., ICCV 2021) as a frozen feature extractor.
+"""DINO's ViT-B/8 in the layout of `torch.hub.load('facebookresearch/dino:main',
+'dino_vitb8')` (DINO's vision_transformer.py, the timm vit_base_patch8_224 parameter names), as
+a frozen feature extractor (Caron et al., ICCV 2021).
 
-CPABMM's structure alignment loss (models of notes/reference-models.md §5) runs
-`torch.hub.load('facebookresearch/dino:main', 'dino_vitb8')` and reads the keys of the last
-block. timm and torchvision are not dependencies here, so the network is written again with
-DINO's exact parameter names and shapes (`cls_token`, `pos_embed` [1, 785, 768] for patch 8 at
-224², `patch_embed.proj`, `blocks.N.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}`,
-`norm`; no head), so DINO's released file loads with `strict=True`. ViT-B/8 has 85,807,872
-parameters.
+CPABMM's structure alignment loss (models of notes/reference-models.md §5) reads the keys of its
+last block. timm and torchvision are not importable beside this torch, so the network is
+written here with DINO's exact parameter names and shapes (`cls_token`, `pos_embed`
+[1, 785, 768] for patch 8 at 224², `patch_embed.proj`, `blocks.N.{norm1, attn.qkv, attn.proj,
+norm2, mlp.fc1, mlp.fc2}`, `norm`; no head), so DINO's released file
+(`weights.WEIGHTS["dino_vitb8"]`) loads with `strict=True`. ViT-B/8 has 85,807,872 parameters.
 
 Facts carried over from DINO's vision_transformer.py: pre-LN blocks with LayerNorm eps 1e-6,
 qkv with bias, GELU MLP of ratio 4, attention scale head_dim^-0.5, truncated-normal (0.02)
