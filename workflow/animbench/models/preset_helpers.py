@@ -1,0 +1,111 @@
+"""What the presets of every model family share: the paper presets' dataset defaults, the
+small synthetic presets' schedule and perceptual pyramid, and `merge`.
+
+The family modules (models/<family>_presets.py) build on these; models/presets.py gathers their
+presets into PRESETS. Torch-free: the workflow reads presets without building models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from animbench.mappings import merge
+
+__all__ = [
+    "FLIPS_JITTER",
+    "LIGHT",
+    "LIGHT_PERCEPTUAL",
+    "MGIF_AUGMENTATION",
+    "SYNTHETIC_STEPS_PER_EPOCH",
+    "merge",
+    "paper_preset",
+    "small_schedule",
+    "synthetic_variant",
+]
+
+FLIPS_JITTER = {
+    "flip_param": {"horizontal_flip": True, "time_flip": True},
+    "jitter_param": {"brightness": 0.1, "contrast": 0.1, "saturation": 0.1, "hue": 0.1},
+}
+
+# The authors' mgif configs: crop and resize, hue jitter only (on top of FLIPS_JITTER for FOMM
+# and MTIA, whose overrides merge; MRAA's and TPSMM's replace it, so they add the flips).
+MGIF_AUGMENTATION = {
+    "crop_param": {"size": [256, 256]},
+    "resize_param": {"ratio": [0.9, 1.1]},
+    "jitter_param": {"hue": 0.5},
+}
+
+
+def paper_preset(
+    model: str,
+    note: str,
+    model_params: dict,
+    train_params: dict,
+    dataset: Mapping | None = None,
+    *,
+    replace_augmentation: bool = False,
+    **stages: dict,
+) -> dict:
+    """A preset of registry model `model`: 256² frames sampled by identity, flips and jitter,
+    `dataset` merged on top. With `replace_augmentation`, its augmentation_params replace the
+    flips and jitter instead of merging (MRAA's and TPSMM's configs list all of theirs).
+    `stages` are further parameter groups (train_avd_params)."""
+    dataset = dict(dataset or {})
+    augmentation = FLIPS_JITTER
+    if replace_augmentation:
+        augmentation = dataset.pop("augmentation_params", FLIPS_JITTER)
+    return {
+        "model": model,
+        "note": note,
+        "model_params": model_params,
+        "train_params": train_params,
+        **stages,
+        "dataset_params": merge(
+            {
+                "frame_shape": [256, 256, 3],
+                "id_sampling": True,
+                "augmentation_params": augmentation,
+            },
+            dataset,
+        ),
+    }
+
+
+SYNTHETIC_STEPS_PER_EPOCH = 30  # 24 training videos × 10 repeats / batch 8
+
+
+def small_schedule(num_epochs: int) -> dict:
+    """The paper's schedule shape compressed to `num_epochs`: the learning rate drops ×0.1
+    at 60% and 90% of the epochs (BatchNorm's running statistics settle once it drops)."""
+    return {
+        "num_epochs": num_epochs,
+        "epoch_milestones": [int(0.6 * num_epochs), int(0.9 * num_epochs)],
+    }
+
+
+# The shallow perceptual pyramid of the small presets: VGG19 at 64² and 32² only, its first two
+# feature levels. Deeper levels and a 16² scale cost most of a step on a CPU and, offline
+# (VGG19 randomly initialised), carry little signal; a pixel L1 term anchors colours.
+LIGHT_PERCEPTUAL = {"scales": [1, 0.5], "loss_weights": {"perceptual": [10, 10, 0, 0, 0]}}
+LIGHT = {"train_params": LIGHT_PERCEPTUAL}  # as a preset override
+
+
+def synthetic_variant(
+    base: dict, model: str, kind: str, num_epochs: int, extra: Mapping | None = None
+) -> dict:
+    """A small synthetic preset with its own schedule (epochs of 30 steps). Each model's
+    schedule is the shortest that keeps it clearly below source copy on L1 and AKD on both
+    synthetic kinds (README: the synthetic benchmark); bodies take longer than rigid heads."""
+    steps = num_epochs * SYNTHETIC_STEPS_PER_EPOCH
+    return merge(
+        base,
+        merge(
+            {
+                "note": f"small {model} for the 64×64 synthetic {kind} (CPU, minutes; "
+                f"{steps} steps)",
+                "train_params": small_schedule(num_epochs),
+            },
+            extra or {},
+        ),
+    )

@@ -1,0 +1,175 @@
+"""TPSMM's presets (models/tpsmm.py, Zhao & Zhang, CVPR'22): the authors'
+config/{vox,taichi,ted,mgif}-*.yaml (notes/reference-models.md §3; frame_shape null there: the
+datasets' own size) and the small TPSMM of the 64×64 synthetic benchmark. CPABMM's presets
+(models/cpabmm_presets.py) are TPSMM's with the CPAB changes."""
+
+from __future__ import annotations
+
+from animbench.models.fomm_presets import (
+    SMALL_DATASET,
+    SMALL_HOURGLASS,
+    SMALL_TRAIN_AVD,
+    small_train,
+)
+from animbench.models.preset_helpers import (
+    FLIPS_JITTER,
+    LIGHT,
+    MGIF_AUGMENTATION,
+    merge,
+    paper_preset,
+    synthetic_variant,
+)
+
+# the networks that have an optimiser (the authors' `lr_generator` for their two Adams: an
+# Adam per network here)
+TPSMM_NETWORKS = ("inpainting_network", "dense_motion_network", "kp_detector", "bg_predictor")
+
+TPSMM_MODEL = {
+    "common_params": {
+        "num_tps": 10,
+        "num_channels": 3,
+        "bg": True,
+        "multi_mask": True,
+        "align_corners": True,
+    },
+    "generator_params": {"block_expansion": 64, "max_features": 512, "num_down_blocks": 3},
+    "dense_motion_params": {
+        "block_expansion": 64,
+        "max_features": 1024,
+        "num_blocks": 5,
+        "scale_factor": 0.25,
+    },
+    "avd_network_params": {"id_bottle_size": 128, "pose_bottle_size": 128},
+}
+
+
+def _clipping(bg: bool) -> dict:
+    # clip_grad_norm_(max_norm=10, norm_type=inf) on kp, dense motion (and bg) after backward
+    nets = ["kp_detector", "dense_motion_network"] + (["bg_predictor"] if bg else [])
+    return {name: {"max_norm": 10, "norm_type": "inf"} for name in nets}
+
+
+TPSMM_TRAIN = {
+    "num_epochs": 100,
+    "num_repeats": 75,
+    "epoch_milestones": [70, 90],
+    **{f"lr_{network}": 2.0e-4 for network in TPSMM_NETWORKS},
+    "weight_decay": 1.0e-4,
+    "batch_size": 28,
+    "scales": [1, 0.5, 0.25, 0.125],
+    "checkpoint_freq": 50,
+    "max_steps": None,
+    "dropout_epoch": 35,
+    "dropout_maxp": 0.3,
+    "dropout_startp": 0.1,
+    "dropout_inc_epoch": 10,
+    "bg_start": 0,
+    "clip_grad_norm": _clipping(bg=True),
+    "transform_params": {"sigma_affine": 0.05, "sigma_tps": 0.005, "points_tps": 5},
+    "loss_weights": {
+        "perceptual": [10, 10, 10, 10, 10],
+        "equivariance_value": 10,
+        "warp_loss": 10,
+        "bg": 10,
+        "l1": 0,
+    },
+}
+
+TPSMM_TRAIN_AVD = {
+    "num_epochs": 100,
+    "num_repeats": 150,
+    "epoch_milestones": [70, 90],
+    "lr": 1.0e-3,
+    "batch_size": 256,
+    "checkpoint_freq": 50,
+    "lambda_shift": 1,
+    "random_scale": 0.25,
+}
+
+
+def _tpsmm(
+    note: str,
+    bg: bool = True,
+    model: dict | None = None,
+    train: dict | None = None,
+    train_avd: dict | None = None,
+    dataset: dict | None = None,
+) -> dict:
+    model_params = merge(TPSMM_MODEL, model or {})
+    model_params["common_params"]["bg"] = bg
+    train_params = merge(TPSMM_TRAIN, train or {})
+    train_params["clip_grad_norm"] = _clipping(bg)  # no bg_predictor to clip without bg
+    return paper_preset(
+        "tpsmm",
+        note,
+        model_params,
+        train_params,
+        dataset,
+        replace_augmentation=True,
+        train_avd_params=merge(TPSMM_TRAIN_AVD, train_avd or {}),
+    )
+
+
+TPSMM_PRESETS: dict[str, dict] = {
+    "tpsmm-vox256": _tpsmm(
+        "TPSMM config/vox-256.yaml",
+        train={"dropout_startp": 0.1, "dropout_maxp": 0.3, "bg_start": 10},
+        train_avd={"num_epochs": 200, "num_repeats": 300, "epoch_milestones": [140, 180]},
+    ),
+    "tpsmm-taichi256": _tpsmm(
+        "TPSMM config/taichi-256.yaml",
+        train={"num_repeats": 150, "dropout_startp": 0.0, "dropout_maxp": 0.7},
+    ),
+    "tpsmm-ted384": _tpsmm(
+        "TPSMM config/ted-384.yaml",
+        train={"num_repeats": 150, "batch_size": 12, "dropout_startp": 0.0, "dropout_maxp": 0.5},
+        train_avd={"num_epochs": 30, "num_repeats": 500, "epoch_milestones": [20, 25]},
+        dataset={"frame_shape": [384, 384, 3]},
+    ),
+    "tpsmm-mgif256": _tpsmm(
+        "TPSMM config/mgif-256.yaml (no background predictor)",
+        bg=False,
+        train={"num_repeats": 50, "dropout_startp": 0.2, "dropout_maxp": 0.5},
+        train_avd={"num_repeats": 50},
+        dataset={
+            "id_sampling": False,
+            "augmentation_params": {"flip_param": FLIPS_JITTER["flip_param"], **MGIF_AUGMENTATION},
+        },
+    ),
+}
+
+# A small TPSMM for the 64×64 synthetic benchmark on a CPU, scheduled as fomm-synthetic:
+# ResNet-18s at width 16, dense motion at ½ resolution (3 hourglass levels + 1 UpBlock for
+# the 4 occlusion masks), a 16→128 inpainting network. The dropout and bg_start schedules
+# are the taichi preset's shape compressed to 15 epochs.
+TPSMM_SMALL = _tpsmm(
+    "small TPSMM for the 64×64 synthetic benchmark (CPU, minutes; 450 steps)",
+    model={
+        "kp_detector_params": {"width": 16},
+        "bg_predictor_params": {"width": 16},
+        "generator_params": {"block_expansion": 16, "max_features": 128},
+        "dense_motion_params": SMALL_HOURGLASS,
+        "avd_network_params": {"id_bottle_size": 64, "pose_bottle_size": 64},
+    },
+    train=small_train(
+        TPSMM_NETWORKS,
+        dropout_epoch=5,
+        dropout_startp=0.0,
+        dropout_maxp=0.3,
+        dropout_inc_epoch=2,
+        bg_start=0,
+    ),
+    train_avd=SMALL_TRAIN_AVD,
+    dataset=SMALL_DATASET,
+)
+# the dropout of the TPS transforms ends after a third of the epochs, as at 15 epochs
+TPSMM_PRESETS |= {
+    f"tpsmm-{name}": synthetic_variant(
+        TPSMM_SMALL,
+        "TPSMM",
+        kind,
+        epochs,
+        merge(LIGHT, {"train_params": {"dropout_epoch": epochs // 3, "dropout_inc_epoch": 1}}),
+    )
+    for name, kind, epochs in [("synthetic", "faces", 6), ("synthetic-body", "bodies", 9)]
+}
