@@ -3,18 +3,18 @@
 rows, and the small FOMM of the 64×64 synthetic benchmark.
 
 The small FOMM is where the synthetic presets of every family start: its network sizes, its
-schedule and its dataset are shared here (SMALL_*, `small_train`).
+schedule and its dataset are shared here (SMALL_*, `small_preset`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from animbench.models.preset_helpers import (
     LIGHT,
     MGIF_AUGMENTATION,
     merge,
-    paper_preset,
+    preset_builder,
     synthetic_variant,
 )
 
@@ -58,35 +58,23 @@ FOMM_MODEL = {
     },
 }
 
+# over PAPER_TRAIN (preset_builder)
 FOMM_TRAIN = {
-    "num_epochs": 100,
-    "num_repeats": 75,
     "epoch_milestones": [60, 90],
     "lr_generator": 2.0e-4,
     "lr_discriminator": 2.0e-4,
     "lr_kp_detector": 2.0e-4,
     "batch_size": 40,
-    "scales": [1, 0.5, 0.25, 0.125],
-    "checkpoint_freq": 50,
-    "max_steps": None,  # optional cap on optimiser steps (small configurations only)
-    "transform_params": {"sigma_affine": 0.05, "sigma_tps": 0.005, "points_tps": 5},
     "loss_weights": {
         "generator_gan": 0,
         "discriminator_gan": 1,
         "feature_matching": [10, 10, 10, 10],
-        "perceptual": [10, 10, 10, 10, 10],
         "equivariance_value": 10,
         "equivariance_jacobian": 10,
-        "l1": 0,  # pixel L1, not a term of the papers; only small offline presets use it
     },
 }
 
-
-def _fomm(note: str, model: dict | None = None, train: dict | None = None, dataset=None) -> dict:
-    return paper_preset(
-        "fomm", note, merge(FOMM_MODEL, model or {}), merge(FOMM_TRAIN, train or {}), dataset
-    )
-
+_fomm = preset_builder("fomm", FOMM_MODEL, FOMM_TRAIN)
 
 FOMM_PRESETS: dict[str, dict] = {
     "fomm-vox256": _fomm("FOMM config/vox-256.yaml"),
@@ -128,7 +116,6 @@ SMALL_GENERATOR = {"block_expansion": 16, "max_features": 128, "num_bottleneck_b
 # signal, and a pixel L1 term anchors colours. Paper presets keep perceptual [10]*5 and l1 0.
 SMALL_LOSS_WEIGHTS = {"perceptual": [10, 10, 10, 0, 0], "l1": 10}
 SMALL_DATASET = {"frame_shape": [64, 64, 3], "id_sampling": False}
-SMALL_TRAIN_AVD = {"num_epochs": 3, "num_repeats": 10, "epoch_milestones": [2], "batch_size": 8}
 
 # The small FOMM the synthetic presets of every family start from (CPU, 64×64 frames): same
 # architecture family, narrower and shallower, 15 epochs of 30 steps; each synthetic preset
@@ -157,18 +144,27 @@ FOMM_SMALL = _fomm(
 )
 
 
-def small_train(networks: Iterable[str], **extra: object) -> dict:
-    """train_params overrides that size another family's small preset as FOMM_SMALL: its
-    schedule, batch, pyramid and loss weights, a checkpoint per epoch, lr 1e-3 for each of
-    `networks` (`lr_<network>`), then `extra`."""
+def small_preset(
+    build: Callable[..., dict], name: str, model: dict, networks: Iterable[str], **train: object
+) -> dict:
+    """Family `name`'s small preset from its preset builder `build`: network sizes `model`,
+    sized and scheduled as FOMM_SMALL (its schedule, batch, pyramid, loss weights and 64×64
+    frames; a checkpoint per epoch, lr 1e-3 for each of `networks`, then `train`), and a
+    3-epoch second (AVD) stage."""
     shared = ("num_epochs", "num_repeats", "epoch_milestones", "batch_size", "scales")
-    return {
-        **{key: FOMM_SMALL["train_params"][key] for key in shared},
-        "checkpoint_freq": 1,
-        **{f"lr_{network}": 1.0e-3 for network in networks},
-        "loss_weights": SMALL_LOSS_WEIGHTS,
-        **extra,
-    }
+    return build(
+        f"small {name} for the 64×64 synthetic benchmark (CPU, minutes; 450 steps)",
+        model=model,
+        train={
+            **{key: FOMM_SMALL["train_params"][key] for key in shared},
+            "checkpoint_freq": 1,
+            **{f"lr_{network}": 1.0e-3 for network in networks},
+            "loss_weights": SMALL_LOSS_WEIGHTS,
+            **train,
+        },
+        train_avd={"num_epochs": 3, "num_repeats": 10, "epoch_milestones": [2], "batch_size": 8},
+        dataset=SMALL_DATASET,
+    )
 
 
 # FOMM's bodies keep the earlier small preset's three-scale pyramid and 750 steps (the longest

@@ -5,19 +5,16 @@ the 64×64 synthetic benchmark, sized and scheduled as the small FOMM."""
 from __future__ import annotations
 
 from animbench.models.fomm_presets import (
-    SMALL_DATASET,
     SMALL_DETECTOR,
     SMALL_GENERATOR,
     SMALL_HOURGLASS,
-    SMALL_TRAIN_AVD,
-    small_train,
+    small_preset,
 )
 from animbench.models.preset_helpers import (
     FLIPS_JITTER,
     LIGHT,
     MGIF_AUGMENTATION,
-    merge,
-    paper_preset,
+    preset_builder,
     synthetic_variant,
 )
 
@@ -64,58 +61,25 @@ MRAA_MODEL = {
     "avd_network_params": {"id_bottle_size": 64, "pose_bottle_size": 64},
 }
 
+# over PAPER_TRAIN and PAPER_TRAIN_AVD (preset_builder)
 MRAA_TRAIN = {
-    "num_epochs": 100,
-    "num_repeats": 75,
     "epoch_milestones": [60, 90],
     # the authors' single `lr` for one Adam over the three networks (an Adam per network here)
     "lr_generator": 2.0e-4,
     "lr_region_predictor": 2.0e-4,
     "lr_bg_predictor": 2.0e-4,
     "batch_size": 14,
-    "scales": [1, 0.5, 0.25, 0.125],
-    "checkpoint_freq": 50,
-    "max_steps": None,
-    "transform_params": {"sigma_affine": 0.05, "sigma_tps": 0.005, "points_tps": 5},
-    "loss_weights": {
-        "perceptual": [10, 10, 10, 10, 10],
-        "equivariance_shift": 10,
-        "equivariance_affine": 10,
-        "l1": 0,
-    },
+    "loss_weights": {"equivariance_shift": 10, "equivariance_affine": 10},
 }
-
 # second stage (animation via disentanglement), region predictor frozen
 MRAA_TRAIN_AVD = {
     "num_epochs": 30,
     "num_repeats": 150,
     "epoch_milestones": [20, 25],
-    "lr": 1.0e-3,
-    "batch_size": 256,
-    "checkpoint_freq": 50,
-    "lambda_shift": 1,
     "lambda_affine": 1,
-    "random_scale": 0.25,
 }
 
-
-def _mraa(
-    note: str,
-    model: dict | None = None,
-    train: dict | None = None,
-    train_avd: dict | None = None,
-    dataset: dict | None = None,
-) -> dict:
-    return paper_preset(
-        "mraa",
-        note,
-        merge(MRAA_MODEL, model or {}),
-        merge(MRAA_TRAIN, train or {}),
-        dataset,
-        replace_augmentation=True,
-        train_avd_params=merge(MRAA_TRAIN_AVD, train_avd or {}),
-    )
-
+_mraa = preset_builder("mraa", MRAA_MODEL, MRAA_TRAIN, MRAA_TRAIN_AVD, replace_augmentation=True)
 
 MRAA_PRESETS: dict[str, dict] = {
     "mraa-vox256": _mraa(
@@ -142,9 +106,10 @@ MRAA_PRESETS: dict[str, dict] = {
 }
 
 # A small MRAA for the 64×64 synthetic benchmark on a CPU, sized and scheduled as fomm-synthetic.
-MRAA_SMALL = _mraa(
-    "small MRAA for the 64×64 synthetic benchmark (CPU, minutes; 450 steps)",
-    model={
+MRAA_SMALL = small_preset(
+    _mraa,
+    "MRAA",
+    {
         "region_predictor_params": SMALL_DETECTOR,
         "generator_params": {
             **SMALL_GENERATOR,
@@ -152,9 +117,7 @@ MRAA_SMALL = _mraa(
         },
         "bg_predictor_params": {"block_expansion": 16, "max_features": 128, "num_blocks": 3},
     },
-    train=small_train(["generator", "region_predictor", "bg_predictor"]),
-    train_avd=SMALL_TRAIN_AVD,
-    dataset=SMALL_DATASET,
+    ["generator", "region_predictor", "bg_predictor"],
 )
 MRAA_PRESETS["mraa-synthetic"] = synthetic_variant(MRAA_SMALL, "MRAA", "faces", 5, LIGHT)
 MRAA_PRESETS["mraa-synthetic-body"] = synthetic_variant(MRAA_SMALL, "MRAA", "bodies", 8, LIGHT)

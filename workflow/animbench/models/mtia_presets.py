@@ -14,7 +14,7 @@ from animbench.models.preset_helpers import (
     LIGHT,
     MGIF_AUGMENTATION,
     merge,
-    paper_preset,
+    preset_builder,
     synthetic_variant,
 )
 
@@ -53,10 +53,7 @@ MTIA_TRAIN = merge(
 )
 
 
-def _mtia(note: str, model: dict | None = None, train: dict | None = None, dataset=None) -> dict:
-    return paper_preset(
-        "mtia", note, merge(MTIA_MODEL, model or {}), merge(MTIA_TRAIN, train or {}), dataset
-    )
+_mtia = preset_builder("mtia", MTIA_MODEL, MTIA_TRAIN)
 
 
 MTIA_PRESETS: dict[str, dict] = {

@@ -1,5 +1,6 @@
-"""What the presets of every model family share: the paper presets' dataset defaults, the
-small synthetic presets' schedule and perceptual pyramid, and `merge`.
+"""What the presets of every model family share: the paper presets' builder, dataset defaults
+and common train_params, the small synthetic presets' schedule and perceptual pyramid, and
+`merge`.
 
 The family modules (models/<family>_presets.py) build on these; models/presets.py gathers their
 presets into PRESETS. Torch-free: the workflow reads presets without building models.
@@ -7,7 +8,7 @@ presets into PRESETS. Torch-free: the workflow reads presets without building mo
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from animbench.mappings import merge
 
@@ -18,7 +19,7 @@ __all__ = [
     "MGIF_AUGMENTATION",
     "SYNTHETIC_STEPS_PER_EPOCH",
     "merge",
-    "paper_preset",
+    "preset_builder",
     "small_schedule",
     "synthetic_variant",
 ]
@@ -37,39 +38,78 @@ MGIF_AUGMENTATION = {
 }
 
 
-def paper_preset(
-    model: str,
-    note: str,
+# What the authors' train_params of every family keep from FOMM's repository, which the others
+# grew from (each family's module adds its schedule, networks and losses; preset_builder merges).
+PAPER_TRAIN = {
+    "num_epochs": 100,
+    "num_repeats": 75,
+    "scales": [1, 0.5, 0.25, 0.125],
+    "checkpoint_freq": 50,
+    "max_steps": None,  # optional cap on optimiser steps (small configurations only)
+    "transform_params": {"sigma_affine": 0.05, "sigma_tps": 0.005, "points_tps": 5},
+    "loss_weights": {
+        "perceptual": [10, 10, 10, 10, 10],
+        "l1": 0,  # pixel L1, not a term of the papers; only small offline presets use it
+    },
+}
+# and of the second stage (animation via disentanglement) of MRAA and TPSMM
+PAPER_TRAIN_AVD = {
+    "lr": 1.0e-3,
+    "batch_size": 256,
+    "checkpoint_freq": 50,
+    "lambda_shift": 1,
+    "random_scale": 0.25,
+}
+
+
+def preset_builder(
+    name: str,
     model_params: dict,
     train_params: dict,
-    dataset: Mapping | None = None,
+    train_avd_params: dict | None = None,
     *,
     replace_augmentation: bool = False,
-    **stages: dict,
-) -> dict:
-    """A preset of registry model `model`: 256² frames sampled by identity, flips and jitter,
-    `dataset` merged on top. With `replace_augmentation`, its augmentation_params replace the
-    flips and jitter instead of merging (MRAA's and TPSMM's configs list all of theirs).
-    `stages` are further parameter groups (train_avd_params)."""
-    dataset = dict(dataset or {})
-    augmentation = FLIPS_JITTER
-    if replace_augmentation:
-        augmentation = dataset.pop("augmentation_params", FLIPS_JITTER)
-    return {
-        "model": model,
-        "note": note,
-        "model_params": model_params,
-        "train_params": train_params,
-        **stages,
-        "dataset_params": merge(
+) -> Callable[..., dict]:
+    """The builder of registry model `name`'s paper presets, `build(note, model=, train=,
+    train_avd=, dataset=)`: each override merges onto the family's defaults: `model_params`,
+    `train_params` over PAPER_TRAIN, `train_avd_params` over PAPER_TRAIN_AVD where the family
+    has that stage; the dataset's onto 256² frames sampled by identity with flips and jitter. With `replace_augmentation`, a dataset's
+    augmentation_params replace the flips and jitter instead of merging (MRAA's and TPSMM's
+    configs list all of theirs)."""
+    train_params = merge(PAPER_TRAIN, train_params)
+    if train_avd_params is not None:
+        train_avd_params = merge(PAPER_TRAIN_AVD, train_avd_params)
+
+    def build(
+        note: str,
+        model: Mapping | None = None,
+        train: Mapping | None = None,
+        train_avd: Mapping | None = None,
+        dataset: Mapping | None = None,
+    ) -> dict:
+        dataset = dict(dataset or {})
+        augmentation = FLIPS_JITTER
+        if replace_augmentation:
+            augmentation = dataset.pop("augmentation_params", FLIPS_JITTER)
+        spec = {
+            "model": name,
+            "note": note,
+            "model_params": merge(model_params, model or {}),
+            "train_params": merge(train_params, train or {}),
+        }
+        if train_avd_params is not None:
+            spec["train_avd_params"] = merge(train_avd_params, train_avd or {})
+        spec["dataset_params"] = merge(
             {
                 "frame_shape": [256, 256, 3],
                 "id_sampling": True,
                 "augmentation_params": augmentation,
             },
             dataset,
-        ),
-    }
+        )
+        return spec
+
+    return build
 
 
 SYNTHETIC_STEPS_PER_EPOCH = 30  # 24 training videos × 10 repeats / batch 8

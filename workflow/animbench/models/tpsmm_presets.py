@@ -5,18 +5,13 @@ datasets' own size) and the small TPSMM of the 64×64 synthetic benchmark. CPABM
 
 from __future__ import annotations
 
-from animbench.models.fomm_presets import (
-    SMALL_DATASET,
-    SMALL_HOURGLASS,
-    SMALL_TRAIN_AVD,
-    small_train,
-)
+from animbench.models.fomm_presets import SMALL_HOURGLASS, small_preset
 from animbench.models.preset_helpers import (
     FLIPS_JITTER,
     LIGHT,
     MGIF_AUGMENTATION,
     merge,
-    paper_preset,
+    preset_builder,
     synthetic_variant,
 )
 
@@ -49,65 +44,33 @@ def _clipping(bg: bool) -> dict:
     return {name: {"max_norm": 10, "norm_type": "inf"} for name in nets}
 
 
+# over PAPER_TRAIN and PAPER_TRAIN_AVD (preset_builder)
 TPSMM_TRAIN = {
-    "num_epochs": 100,
-    "num_repeats": 75,
     "epoch_milestones": [70, 90],
     **{f"lr_{network}": 2.0e-4 for network in TPSMM_NETWORKS},
     "weight_decay": 1.0e-4,
     "batch_size": 28,
-    "scales": [1, 0.5, 0.25, 0.125],
-    "checkpoint_freq": 50,
-    "max_steps": None,
     "dropout_epoch": 35,
     "dropout_maxp": 0.3,
     "dropout_startp": 0.1,
     "dropout_inc_epoch": 10,
     "bg_start": 0,
     "clip_grad_norm": _clipping(bg=True),
-    "transform_params": {"sigma_affine": 0.05, "sigma_tps": 0.005, "points_tps": 5},
-    "loss_weights": {
-        "perceptual": [10, 10, 10, 10, 10],
-        "equivariance_value": 10,
-        "warp_loss": 10,
-        "bg": 10,
-        "l1": 0,
-    },
+    "loss_weights": {"equivariance_value": 10, "warp_loss": 10, "bg": 10},
 }
+TPSMM_TRAIN_AVD = {"num_epochs": 100, "num_repeats": 150, "epoch_milestones": [70, 90]}
 
-TPSMM_TRAIN_AVD = {
-    "num_epochs": 100,
-    "num_repeats": 150,
-    "epoch_milestones": [70, 90],
-    "lr": 1.0e-3,
-    "batch_size": 256,
-    "checkpoint_freq": 50,
-    "lambda_shift": 1,
-    "random_scale": 0.25,
-}
+_tpsmm_paper = preset_builder(
+    "tpsmm", TPSMM_MODEL, TPSMM_TRAIN, TPSMM_TRAIN_AVD, replace_augmentation=True
+)
 
 
-def _tpsmm(
-    note: str,
-    bg: bool = True,
-    model: dict | None = None,
-    train: dict | None = None,
-    train_avd: dict | None = None,
-    dataset: dict | None = None,
-) -> dict:
-    model_params = merge(TPSMM_MODEL, model or {})
-    model_params["common_params"]["bg"] = bg
-    train_params = merge(TPSMM_TRAIN, train or {})
-    train_params["clip_grad_norm"] = _clipping(bg)  # no bg_predictor to clip without bg
-    return paper_preset(
-        "tpsmm",
-        note,
-        model_params,
-        train_params,
-        dataset,
-        replace_augmentation=True,
-        train_avd_params=merge(TPSMM_TRAIN_AVD, train_avd or {}),
-    )
+def _tpsmm(note: str, bg: bool = True, **overrides: dict) -> dict:
+    """A TPSMM preset; without a background predictor (`bg` False) nothing clips its gradient."""
+    spec = _tpsmm_paper(note, **overrides)
+    spec["model_params"]["common_params"]["bg"] = bg
+    spec["train_params"]["clip_grad_norm"] = _clipping(bg)
+    return spec
 
 
 TPSMM_PRESETS: dict[str, dict] = {
@@ -142,25 +105,22 @@ TPSMM_PRESETS: dict[str, dict] = {
 # ResNet-18s at width 16, dense motion at ½ resolution (3 hourglass levels + 1 UpBlock for
 # the 4 occlusion masks), a 16→128 inpainting network. The dropout and bg_start schedules
 # are the taichi preset's shape compressed to 15 epochs.
-TPSMM_SMALL = _tpsmm(
-    "small TPSMM for the 64×64 synthetic benchmark (CPU, minutes; 450 steps)",
-    model={
+TPSMM_SMALL = small_preset(
+    _tpsmm,
+    "TPSMM",
+    {
         "kp_detector_params": {"width": 16},
         "bg_predictor_params": {"width": 16},
         "generator_params": {"block_expansion": 16, "max_features": 128},
         "dense_motion_params": SMALL_HOURGLASS,
         "avd_network_params": {"id_bottle_size": 64, "pose_bottle_size": 64},
     },
-    train=small_train(
-        TPSMM_NETWORKS,
-        dropout_epoch=5,
-        dropout_startp=0.0,
-        dropout_maxp=0.3,
-        dropout_inc_epoch=2,
-        bg_start=0,
-    ),
-    train_avd=SMALL_TRAIN_AVD,
-    dataset=SMALL_DATASET,
+    TPSMM_NETWORKS,
+    dropout_epoch=5,
+    dropout_startp=0.0,
+    dropout_maxp=0.3,
+    dropout_inc_epoch=2,
+    bg_start=0,
 )
 # the dropout of the TPS transforms ends after a third of the epochs, as at 15 epochs
 TPSMM_PRESETS |= {
