@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 
 from animbench.models.preset_helpers import (
     LIGHT,
-    MGIF_AUGMENTATION,
+    MGIF_DATASET,
     merge,
     preset_builder,
     synthetic_variant,
@@ -60,7 +60,6 @@ FOMM_MODEL = {
 
 # over PAPER_TRAIN (preset_builder)
 FOMM_TRAIN = {
-    "epoch_milestones": [60, 90],
     "lr_generator": 2.0e-4,
     "lr_discriminator": 2.0e-4,
     "lr_kp_detector": 2.0e-4,
@@ -92,7 +91,7 @@ FOMM_PRESETS: dict[str, dict] = {
             "checkpoint_freq": 100,
             "loss_weights": {"generator_gan": 1},
         },
-        dataset={"id_sampling": False, "augmentation_params": MGIF_AUGMENTATION},
+        dataset=MGIF_DATASET,
     ),
     "fomm-ted384": _fomm(
         "FOMM on TED-talks at 384 (no authors' config: the TaiChi schedule at 384, as in MRAA's "

@@ -11,12 +11,15 @@ from animbench.models.fomm_presets import (
     small_preset,
 )
 from animbench.models.preset_helpers import (
-    FLIPS_JITTER,
     LIGHT,
-    MGIF_AUGMENTATION,
+    MGIF_DATASET_FULL,
     preset_builder,
     synthetic_variant,
 )
+
+# the networks that have an optimiser (the authors' single `lr` for one Adam over the three: an
+# Adam per network here)
+MRAA_NETWORKS = ("generator", "region_predictor", "bg_predictor")
 
 MRAA_MODEL = {
     "common_params": {
@@ -63,11 +66,7 @@ MRAA_MODEL = {
 
 # over PAPER_TRAIN and PAPER_TRAIN_AVD (preset_builder)
 MRAA_TRAIN = {
-    "epoch_milestones": [60, 90],
-    # the authors' single `lr` for one Adam over the three networks (an Adam per network here)
-    "lr_generator": 2.0e-4,
-    "lr_region_predictor": 2.0e-4,
-    "lr_bg_predictor": 2.0e-4,
+    **{f"lr_{network}": 2.0e-4 for network in MRAA_NETWORKS},
     "batch_size": 14,
     "loss_weights": {"equivariance_shift": 10, "equivariance_affine": 10},
 }
@@ -98,10 +97,7 @@ MRAA_PRESETS: dict[str, dict] = {
         model={"bg_predictor_params": {"bg_type": "zero"}},
         train={"num_repeats": 50},
         train_avd={"num_repeats": 50, "epoch_milestones": [60, 90]},
-        dataset={
-            "id_sampling": False,
-            "augmentation_params": {"flip_param": FLIPS_JITTER["flip_param"], **MGIF_AUGMENTATION},
-        },
+        dataset=MGIF_DATASET_FULL,
     ),
 }
 
@@ -117,7 +113,7 @@ MRAA_SMALL = small_preset(
         },
         "bg_predictor_params": {"block_expansion": 16, "max_features": 128, "num_blocks": 3},
     },
-    ["generator", "region_predictor", "bg_predictor"],
+    MRAA_NETWORKS,
 )
 MRAA_PRESETS["mraa-synthetic"] = synthetic_variant(MRAA_SMALL, "MRAA", "faces", 5, LIGHT)
 MRAA_PRESETS["mraa-synthetic-body"] = synthetic_variant(MRAA_SMALL, "MRAA", "bodies", 8, LIGHT)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from animbench.models.fomm_presets import FOMM_MODEL, FOMM_SMALL, FOMM_TRAIN
 from animbench.models.preset_helpers import (
     LIGHT,
-    MGIF_AUGMENTATION,
+    MGIF_DATASET,
     merge,
     preset_builder,
     synthetic_variant,
@@ -96,7 +96,7 @@ MTIA_PRESETS: dict[str, dict] = {
         "MTIA config/mgif256.yaml",
         model={"generator_params": {"skips": False}},
         train={"num_repeats": 50},
-        dataset={"id_sampling": False, "augmentation_params": MGIF_AUGMENTATION},
+        dataset=MGIF_DATASET,
     ),
 }
 

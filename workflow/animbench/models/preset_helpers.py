@@ -17,6 +17,8 @@ __all__ = [
     "LIGHT",
     "LIGHT_PERCEPTUAL",
     "MGIF_AUGMENTATION",
+    "MGIF_DATASET",
+    "MGIF_DATASET_FULL",
     "SYNTHETIC_STEPS_PER_EPOCH",
     "merge",
     "preset_builder",
@@ -36,6 +38,11 @@ MGIF_AUGMENTATION = {
     "resize_param": {"ratio": [0.9, 1.1]},
     "jitter_param": {"hue": 0.5},
 }
+MGIF_DATASET = {"id_sampling": False, "augmentation_params": MGIF_AUGMENTATION}
+# the same as a whole list, for the builders whose augmentation replaces FLIPS_JITTER
+MGIF_DATASET_FULL = merge(
+    MGIF_DATASET, {"augmentation_params": {"flip_param": FLIPS_JITTER["flip_param"]}}
+)
 
 
 # What the authors' train_params of every family keep from FOMM's repository, which the others
@@ -43,6 +50,7 @@ MGIF_AUGMENTATION = {
 PAPER_TRAIN = {
     "num_epochs": 100,
     "num_repeats": 75,
+    "epoch_milestones": [60, 90],
     "scales": [1, 0.5, 0.25, 0.125],
     "checkpoint_freq": 50,
     "max_steps": None,  # optional cap on optimiser steps (small configurations only)

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from animbench.models.fomm_presets import SMALL_HOURGLASS, small_preset
 from animbench.models.preset_helpers import (
-    FLIPS_JITTER,
     LIGHT,
-    MGIF_AUGMENTATION,
+    MGIF_DATASET_FULL,
     merge,
     preset_builder,
     synthetic_variant,
@@ -94,10 +93,7 @@ TPSMM_PRESETS: dict[str, dict] = {
         bg=False,
         train={"num_repeats": 50, "dropout_startp": 0.2, "dropout_maxp": 0.5},
         train_avd={"num_repeats": 50},
-        dataset={
-            "id_sampling": False,
-            "augmentation_params": {"flip_param": FLIPS_JITTER["flip_param"], **MGIF_AUGMENTATION},
-        },
+        dataset=MGIF_DATASET_FULL,
     ),
 }
 
