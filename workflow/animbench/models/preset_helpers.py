@@ -19,6 +19,8 @@ __all__ = [
     "MGIF_AUGMENTATION",
     "MGIF_DATASET",
     "MGIF_DATASET_FULL",
+    "PAPER_TRAIN",
+    "PAPER_TRAIN_AVD",
     "SYNTHETIC_STEPS_PER_EPOCH",
     "merge",
     "preset_builder",
@@ -39,7 +41,7 @@ MGIF_AUGMENTATION = {
     "jitter_param": {"hue": 0.5},
 }
 MGIF_DATASET = {"id_sampling": False, "augmentation_params": MGIF_AUGMENTATION}
-# the same as a whole list, for the builders whose augmentation replaces FLIPS_JITTER
+# the same with the flips spelled out, for the builders whose augmentation replaces FLIPS_JITTER
 MGIF_DATASET_FULL = merge(
     MGIF_DATASET, {"augmentation_params": {"flip_param": FLIPS_JITTER["flip_param"]}}
 )
@@ -79,11 +81,11 @@ def preset_builder(
     replace_augmentation: bool = False,
 ) -> Callable[..., dict]:
     """The builder of registry model `name`'s paper presets, `build(note, model=, train=,
-    train_avd=, dataset=)`: each override merges onto the family's defaults: `model_params`,
-    `train_params` over PAPER_TRAIN, `train_avd_params` over PAPER_TRAIN_AVD where the family
-    has that stage; the dataset's onto 256² frames sampled by identity with flips and jitter. With `replace_augmentation`, a dataset's
-    augmentation_params replace the flips and jitter instead of merging (MRAA's and TPSMM's
-    configs list all of theirs)."""
+    train_avd=, dataset=)`: each override merges onto the family's defaults (`model_params`;
+    `train_params` over PAPER_TRAIN; `train_avd_params` over PAPER_TRAIN_AVD, where the family
+    has that stage), the dataset's onto 256² frames sampled by identity with flips and jitter.
+    With `replace_augmentation`, a dataset's augmentation_params replace the flips and jitter
+    instead of merging (MRAA's and TPSMM's configs list all of theirs)."""
     train_params = merge(PAPER_TRAIN, train_params)
     if train_avd_params is not None:
         train_avd_params = merge(PAPER_TRAIN_AVD, train_avd_params)
