@@ -172,7 +172,7 @@ FOMM_PRESETS["fomm-synthetic"] = synthetic_variant(FOMM_SMALL, "FOMM", "faces", 
 FOMM_PRESETS["fomm-synthetic-body"] = synthetic_variant(FOMM_SMALL, "FOMM", "bodies", 25)
 
 
-def _switches(note: str, jacobian: bool, occlusion: bool, scales: list, eq_jacobian: float):
+def _switches(note: str, jacobian: bool, occlusion: bool, scales: list, eq_jacobian: float) -> dict:
     """A note and the overrides of FOMM's ablation switches: Jacobians (J_k = I otherwise,
     Eq. 4), occlusion map (O = 1 otherwise, Eq. 8), perceptual-loss scales, the
     Jacobian-equivariance weight."""
