@@ -2,7 +2,8 @@
 
 `build(preset)` returns an animator module whose `networks` dict maps the authors' checkpoint
 keys (generator, kp_detector, ...) to modules. A new model is a new motion estimator plus a
-preset: register its builder in MODEL_BUILDERS and its presets in models/presets.py.
+preset: register its builder in MODEL_BUILDERS and its presets in models/<family>_presets.py,
+gathered into PRESETS by models/presets.py.
 
 A model from another package (models/base.py) is named by a reference instead of a key:
 "my_pkg.module:MyModel" or an entry point name of the group `animbench.models`. Its presets are

@@ -53,7 +53,7 @@ class KeypointObjective(nn.Module):
         out = model(source, driving)
         losses = {"perceptual": self.perceptual(out["prediction"], driving)}
         w = self.weights
-        if w.get("l1"):  # not in the papers (weight 0 in their presets); see presets.py
+        if w.get("l1"):  # not in the papers (weight 0 in their presets); see preset_helpers.py
             losses["l1"] = w["l1"] * (out["prediction"] - driving).abs().mean()
         if self.use_gan:
             real = self.pyramid(driving)

@@ -80,7 +80,7 @@ class RegionObjective(nn.Module):
         out = model(source, driving)
         losses = {"perceptual": self.perceptual(out["prediction"], driving)}
         w = self.weights
-        if w.get("l1"):  # not in the paper (weight 0 in its presets); see presets.py
+        if w.get("l1"):  # not in the paper (weight 0 in its presets); see preset_helpers.py
             losses["l1"] = w["l1"] * (out["prediction"] - driving).abs().mean()
         if w.get("equivariance_shift") or w.get("equivariance_affine"):
             equivariance = region_equivariance_losses(

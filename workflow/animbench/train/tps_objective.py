@@ -105,7 +105,7 @@ class TPSObjective(nn.Module):
         out = model(source, driving, dropout_p=self.dropout_p, use_bg=use_bg)
         losses = {"perceptual": self.perceptual(out["prediction"], driving)}
         w = self.weights
-        if w.get("l1"):  # not in the paper (weight 0 in its presets); see presets.py
+        if w.get("l1"):  # not in the paper (weight 0 in its presets); see preset_helpers.py
             losses["l1"] = w["l1"] * (out["prediction"] - driving).abs().mean()
         if w.get("equivariance_value"):
             losses["equivariance_value"] = w["equivariance_value"] * tps_equivariance_value(
