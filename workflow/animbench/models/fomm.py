@@ -32,7 +32,59 @@ from animbench.models.blocks import (
 )
 
 
-class KPDetector(nn.Module):
+class HeatmapPredictor(nn.Module):
+    """What FOMM's keypoint detector and MRAA's region predictor share: an hourglass on a
+    `scale_factor`-downscaled frame, a 7×7 convolution named `head` ("kp", "regions") to K
+    heatmaps (softmax with `temperature`) and, with `num_jacobian_maps`, a 7×7 convolution to
+    4 Jacobian channels per map, initialised to the identity."""
+
+    def __init__(
+        self,
+        head: str,
+        num_maps: int,
+        block_expansion: int,
+        num_channels: int,
+        max_features: int,
+        num_blocks: int,
+        temperature: float,
+        scale_factor: float,
+        pad: int,
+        num_jacobian_maps: int | None,
+    ):
+        super().__init__()
+        self.predictor = Hourglass(block_expansion, num_channels, num_blocks, max_features)
+        self.head = head
+        conv = nn.Conv2d(self.predictor.out_filters, num_maps, kernel_size=7, padding=pad)
+        setattr(self, head, conv)  # the authors' checkpoint key
+        self.num_jacobian_maps = num_jacobian_maps
+        if num_jacobian_maps:
+            self.jacobian = nn.Conv2d(
+                self.predictor.out_filters, 4 * num_jacobian_maps, kernel_size=7, padding=pad
+            )
+            init_identity_jacobian(self.jacobian, num_jacobian_maps)
+        else:
+            self.jacobian = None
+        self.temperature = temperature
+        self.scale_factor = scale_factor
+        if scale_factor != 1:
+            self.down = AntiAliasInterpolation2d(num_channels, scale_factor)
+
+    def heatmaps(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the hourglass's feature map, the softmax heatmaps [B, K, h, w])."""
+        if self.scale_factor != 1:
+            image = self.down(image)
+        feature_map = self.predictor(image)
+        logits = getattr(self, self.head)(feature_map)
+        return feature_map, softmax_heatmap(logits, self.temperature)
+
+    def jacobians(self, feature_map: torch.Tensor, heatmap: torch.Tensor) -> torch.Tensor:
+        """Heatmap-weighted averages of the Jacobian channels: [B, K, 2, 2]."""
+        b, k, h, w = heatmap.shape
+        maps = self.jacobian(feature_map).view(b, self.num_jacobian_maps, 4, h, w)
+        return (heatmap.unsqueeze(2) * maps).flatten(3).sum(-1).view(b, k, 2, 2)
+
+
+class KPDetector(HeatmapPredictor):
     """Keypoints (expected coordinate of a softmax heatmap) and Jacobians (heatmap-weighted
     average of 4 regressed channels per keypoint), on a 0.25-downscaled image."""
 
@@ -49,33 +101,17 @@ class KPDetector(nn.Module):
         single_jacobian_map: bool = False,
         pad: int = 0,
     ):
-        super().__init__()
-        self.predictor = Hourglass(block_expansion, num_channels, num_blocks, max_features)
-        self.kp = nn.Conv2d(self.predictor.out_filters, num_kp, kernel_size=7, padding=pad)
-        self.num_jacobian_maps = 1 if single_jacobian_map else num_kp
-        if estimate_jacobian:
-            self.jacobian = nn.Conv2d(
-                self.predictor.out_filters, 4 * self.num_jacobian_maps, kernel_size=7, padding=pad
-            )
-            init_identity_jacobian(self.jacobian, self.num_jacobian_maps)
-        else:
-            self.jacobian = None
-        self.temperature = temperature
-        self.scale_factor = scale_factor
-        if scale_factor != 1:
-            self.down = AntiAliasInterpolation2d(num_channels, scale_factor)
+        jacobian_maps = (1 if single_jacobian_map else num_kp) if estimate_jacobian else None
+        super().__init__(
+            "kp", num_kp, block_expansion, num_channels, max_features, num_blocks,
+            temperature, scale_factor, pad, jacobian_maps,
+        )  # fmt: skip
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self.scale_factor != 1:
-            image = self.down(image)
-        feature_map = self.predictor(image)
-        heatmap = softmax_heatmap(self.kp(feature_map), self.temperature)
+        feature_map, heatmap = self.heatmaps(image)
         out = {"value": heatmap_mean(heatmap)}
         if self.jacobian is not None:
-            b, k, h, w = heatmap.shape
-            jacobian_map = self.jacobian(feature_map).view(b, self.num_jacobian_maps, 4, h, w)
-            jacobian = (heatmap.unsqueeze(2) * jacobian_map).flatten(3).sum(-1)
-            out["jacobian"] = jacobian.view(b, k, 2, 2)
+            out["jacobian"] = self.jacobians(feature_map, heatmap)
         return out
 
 

@@ -23,18 +23,14 @@ from torch import nn
 
 from animbench.models.base import Animator, resolve_common_params
 from animbench.models.blocks import (
-    AntiAliasInterpolation2d,
     Encoder,
-    Hourglass,
     heatmap_covariance,
     heatmap_mean,
-    init_identity_jacobian,
     make_coordinate_grid,
     region2gaussian,
-    softmax_heatmap,
     warp,
 )
-from animbench.models.fomm import DenseMotionNetwork, OcclusionAwareGenerator
+from animbench.models.fomm import DenseMotionNetwork, HeatmapPredictor, OcclusionAwareGenerator
 
 BG_TYPES = ("zero", "shift", "affine", "perspective")
 
@@ -57,7 +53,7 @@ def _axis_swap_sign(affine: torch.Tensor) -> torch.Tensor:
     return torch.sign(affine[..., 0:1, 0:1])
 
 
-class RegionPredictor(nn.Module):
+class RegionPredictor(HeatmapPredictor):
     """Region heatmaps on a `scale_factor`-downscaled frame → shift, covariance and affine.
 
     Output dict: `shift` [B, K, 2], `heatmap` [B, K, h, w] and, with `estimate_affine`, `covar`
@@ -78,27 +74,17 @@ class RegionPredictor(nn.Module):
         fast_svd: bool = False,
         pad: int = 3,
     ):
-        super().__init__()
-        self.predictor = Hourglass(block_expansion, num_channels, num_blocks, max_features)
-        self.regions = nn.Conv2d(self.predictor.out_filters, num_regions, 7, padding=pad)
-        if estimate_affine and not pca_based:
-            self.jacobian = nn.Conv2d(self.predictor.out_filters, 4 * num_regions, 7, padding=pad)
-            init_identity_jacobian(self.jacobian, num_regions)
-        else:
-            self.jacobian = None
+        jacobian_maps = num_regions if estimate_affine and not pca_based else None
+        super().__init__(
+            "regions", num_regions, block_expansion, num_channels, max_features, num_blocks,
+            temperature, scale_factor, pad, jacobian_maps,
+        )  # fmt: skip
         self.estimate_affine = estimate_affine
         self.pca_based = pca_based
         self.fast_svd = fast_svd
-        self.temperature = temperature
-        self.scale_factor = scale_factor
-        if scale_factor != 1:
-            self.down = AntiAliasInterpolation2d(num_channels, scale_factor)
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self.scale_factor != 1:
-            image = self.down(image)
-        feature_map = self.predictor(image)
-        heatmap = softmax_heatmap(self.regions(feature_map), self.temperature)
+        feature_map, heatmap = self.heatmaps(image)
         shift = heatmap_mean(heatmap)
         out = {"shift": shift, "heatmap": heatmap}
         if not self.estimate_affine:
@@ -107,9 +93,7 @@ class RegionPredictor(nn.Module):
         if self.pca_based:
             out["affine"] = pca_affine(out["covar"], on_cpu=not self.fast_svd)
         else:
-            b, k, h, w = heatmap.shape
-            maps = self.jacobian(feature_map).view(b, k, 4, h, w)
-            out["affine"] = (heatmap.unsqueeze(2) * maps).flatten(3).sum(-1).view(b, k, 2, 2)
+            out["affine"] = self.jacobians(feature_map, heatmap)
         return out
 
 
