@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +39,7 @@ from animbench.models.fomm import DenseMotionNetwork, MultiScaleDiscriminator
 from animbench.models.fomm import OcclusionAwareGenerator as _FOMMGenerator
 from animbench.models.mraa import BGMotionPredictor
 from animbench.networks.hrnet import HRNetBackbone
+from animbench.networks.vit import init_transformer_weights
 
 # (stage2 channels, stage3 channels) per backbone; "stem" is the stem net + layer1 (Table 5)
 BACKBONES = {"stem": None, "hrnet_w32": 32, "hrnet_w48": 48}
@@ -179,14 +181,8 @@ class MotionTransformer(nn.Module):
 
     def reset_parameters(self) -> None:
         nn.init.trunc_normal_(self.keypoint_token, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        for module in self.modules():
+            init_transformer_weights(module)
         if self.estimate_jacobian:  # identity Jacobians at initialisation
             head = self.mlp_head_jacobian[1]
             with torch.no_grad():
@@ -234,14 +230,10 @@ class TransformerKPDetector(nn.Module):
         image_size: tuple[int, int] | list[int] = (256, 256),
         backbone: str = "hrnet_w32",
         pretrained: bool = False,
-        patch_size: int = 4,
-        dim: int = 192,
-        depth: int = 12,
-        heads: int = 8,
-        mlp_ratio: int = 3,
-        dropout: float = 0.0,
-        position_encoding: bool = True,
+        **transformer_params: Any,
     ):
+        """`transformer_params`: MotionTransformer's (patch_size, dim, depth, heads,
+        mlp_ratio, dropout, position_encoding; the authors' TokenPose_B names)."""
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"backbone {backbone!r} is not one of {sorted(BACKBONES)}")
@@ -250,14 +242,8 @@ class TransformerKPDetector(nn.Module):
             (image_size[0] // 4, image_size[1] // 4),
             self.pre_feature.out_channels,
             num_kp=num_kp,
-            patch_size=patch_size,
-            dim=dim,
-            depth=depth,
-            heads=heads,
-            mlp_ratio=mlp_ratio,
-            dropout=dropout,
-            position_encoding=position_encoding,
             estimate_jacobian=estimate_jacobian,
+            **transformer_params,
         )
         # the Stem net is the first layers of HRNet-W32: it loads from the same file
         self.pretrained = ("hrnet_w32" if backbone == "stem" else backbone) if pretrained else None

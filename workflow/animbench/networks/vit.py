@@ -110,7 +110,7 @@ class DinoVisionTransformer(nn.Module):
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
-        self.apply(_init_weights)
+        self.apply(init_transformer_weights)
 
     def interpolate_pos_encoding(self, num_patches: int, height: int, width: int) -> torch.Tensor:
         """Positional embedding for a `height`×`width` input (DINO's recipe, bicubic)."""
@@ -146,7 +146,8 @@ class DinoVisionTransformer(nn.Module):
         return self.blocks[layer].keys(tokens)
 
 
-def _init_weights(module: nn.Module) -> None:
+def init_transformer_weights(module: nn.Module) -> None:
+    """timm's ViT initialisation of a linear or LayerNorm layer (other modules: unchanged)."""
     if isinstance(module, nn.Linear):
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
