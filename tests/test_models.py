@@ -282,3 +282,25 @@ def test_anti_alias_constant_image_and_size():
     image2 = torch.rand(1, 3, 64, 64)
     blurred = F.conv2d(F.pad(image2, (6, 6, 6, 6)), down.weight, groups=3)
     torch.testing.assert_close(down(image2), blurred[:, :, ::4, ::4])
+
+
+def test_synthetic_presets_steps_match_their_notes() -> None:
+    """A synthetic preset of batch 4 takes half the repeats, so its 24 training videos still
+    make 30 steps an epoch; the note states the steps and the batch it trains with."""
+    from animbench.models.presets import PRESETS, SYNTHETIC_STEPS_PER_EPOCH, synthetic_variant
+
+    names = [n for n in PRESETS if n.split("-", 1)[1] in ("synthetic", "synthetic-body")]
+    assert {n.split("-")[0] for n in names} >= {"fomm", "mraa", "mtia", "tpsmm"}
+    batches = set()
+    for name in names:
+        train = PRESETS[name]["train_params"]
+        per_epoch = 24 * train["num_repeats"] // train["batch_size"]
+        if name.startswith("cpabmm"):
+            continue  # its own schedule (test_cpabmm)
+        assert per_epoch == SYNTHETIC_STEPS_PER_EPOCH, name
+        steps = train["num_epochs"] * per_epoch
+        assert f"{steps} steps of batch {train['batch_size']}" in PRESETS[name]["note"], name
+        batches.add(train["batch_size"])
+    assert batches == {4, 8}
+    with pytest.raises(ValueError, match="batch 8 or 4"):
+        synthetic_variant(PRESETS["fomm-synthetic"], "FOMM", "faces", 2, batch_size=2)

@@ -115,5 +115,7 @@ MRAA_SMALL = small_preset(
     },
     MRAA_NETWORKS,
 )
-MRAA_PRESETS["mraa-synthetic"] = synthetic_variant(MRAA_SMALL, "MRAA", "faces", 5, LIGHT)
-MRAA_PRESETS["mraa-synthetic-body"] = synthetic_variant(MRAA_SMALL, "MRAA", "bodies", 8, LIGHT)
+MRAA_PRESETS |= {
+    f"mraa-{name}": synthetic_variant(MRAA_SMALL, "MRAA", kind, epochs, LIGHT, batch_size=4)
+    for name, kind, epochs in [("synthetic", "faces", 5), ("synthetic-body", "bodies", 8)]
+}

@@ -126,6 +126,7 @@ TPSMM_PRESETS |= {
         kind,
         epochs,
         merge(LIGHT, {"train_params": {"dropout_epoch": epochs // 3, "dropout_inc_epoch": 1}}),
+        batch_size=4,
     )
     for name, kind, epochs in [("synthetic", "faces", 6), ("synthetic-body", "bodies", 9)]
 }
