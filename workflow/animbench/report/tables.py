@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from animbench import stats
 from animbench.report.charts import svg_bar_chart
 from animbench.report.markup import (
     READ_ERRORS,
@@ -421,19 +422,12 @@ def table_section(path: Path) -> str:
     )
 
 
-PAIR_COLUMNS = (
-    "dataset",
-    "metric",
-    "method_a",
-    "method_b",
-    "n_videos",
-    "value_a",
-    "value_b",
-    "mean_diff",
-    "ci_low",
-    "ci_high",
-    "p_value",
+# pairs.parquet's columns shown, in stats' order: all but the methods' config keys (the
+# method_a/method_b labels stand for them) and the test (in the caption), note and config hash
+PAIR_COLUMNS = tuple(
+    c for c in stats.PAIR_COLUMNS if c not in {"key_a", "key_b", "test", "note", "config_hash"}
 )
+PAIR_NUMBERS = frozenset(stats.PAIR_INTS + stats.PAIR_FLOATS)
 SIGNIFICANCE = 0.05  # pairs below this p-value are shown in bold
 
 
@@ -453,7 +447,7 @@ def pairs_section(results: Path) -> str:
     for record in table.to_dict("records"):
         cells = "".join(
             f'<td class="num">{esc(fmt(record.get(c)))}</td>'
-            if c in PAIR_COLUMNS[4:]  # n_videos onwards are numbers
+            if c in PAIR_NUMBERS
             else f'<td class="key">{esc(fmt(record.get(c)))}</td>'
             for c in columns
         )
