@@ -52,6 +52,8 @@ LAYERS: dict[str, str] = {
     "animbench.config": "application",  # validates against the models' presets
     "animbench.animate": "application",
     "animbench.stats": "application",
+    "animbench.table_rows": "application",  # the long format every results table shares
+    "animbench.capacity": "application",  # table1: parameters and FLOPs of built presets
     "animbench.tables": "application",
     "animbench.report": "application",  # package: markup, charts, gifs, tables, page
     "animbench.cli": "cli",
