@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from animbench import tables
+from animbench import capacity, tables
 from animbench.evaluate.flops import FlopCount
 from animbench.evaluate.metrics import COLUMNS as METRIC_COLUMNS
 from animbench.evaluate.metrics import write_parquet_atomic
@@ -164,8 +164,8 @@ def fake_flops(model):
 
 def test_table1_with_fake_modules(tmp_path, monkeypatch):
     monkeypatch.setattr(registry, "build", fake_build, raising=False)
-    monkeypatch.setattr(tables, "network_flops", fake_flops)
-    monkeypatch.setattr(tables, "is_implemented", lambda m: m == "fomm")
+    monkeypatch.setattr(capacity, "network_flops", fake_flops)
+    monkeypatch.setattr(capacity, "is_implemented", lambda m: m == "fomm")
     df = tables.write_table1(tmp_path / "table1.parquet")
     back = pd.read_parquet(tmp_path / "table1.parquet")
     assert len(back) == len(df) == 4 * 3
@@ -193,7 +193,7 @@ def test_table1_fomm_failure_raises(tmp_path, monkeypatch):
         raise KeyError(preset)
 
     monkeypatch.setattr(registry, "build", broken, raising=False)
-    monkeypatch.setattr(tables, "is_implemented", lambda m: m == "fomm")
+    monkeypatch.setattr(capacity, "is_implemented", lambda m: m == "fomm")
     with pytest.raises(KeyError):
         tables.write_table1(tmp_path / "table1.parquet")
     assert not (tmp_path / "table1.parquet").exists()

@@ -11,27 +11,28 @@ detector's name, version and weights sha256 (the metrics files); a measured row 
 them says so in its note. Values are never invented: a value is NaN unless it was measured (or,
 for a parameter count, counted) in this run.
 
-Tables: table1 and table2 (MTIA Tables 1 and 2) here; every other paper table (MTIA 4-6, FOMM 1
-and 3, CPAB 1 and 2) is a config `paper_tables` entry written by write_paper_table.
+Tables: table2 (MTIA Table 2) here, table1 (MTIA Table 1, model capacity) in animbench.capacity
+(write_table1, re-exported); every other paper table (MTIA 4-6, FOMM 1 and 3, CPAB 1 and 2) is
+a config `paper_tables` entry written by write_paper_table. The columns, the papers' numbers and
+the provenance every table shares: animbench.table_rows.
 """
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-import animbench
+from animbench.capacity import (  # noqa: F401  (tables.<name>: table1 and the counts)
+    count_parameters,
+    preset_parameters,
+    write_table1,
+)
 from animbench.errors import ConfigError
-from animbench.evaluate.flops import network_flops
-from animbench.evaluate.metrics import aggregate, read_metrics, typed_frame, write_parquet_atomic
-from animbench.models import registry
+from animbench.evaluate.metrics import aggregate, read_metrics
 from animbench.models.names import (  # noqa: F401  (tables.<name>: the row labels)
     display_name,
     entry_model,
@@ -41,151 +42,26 @@ from animbench.models.names import (  # noqa: F401  (tables.<name>: the row labe
 )
 from animbench.models.registry import PLANNED, is_implemented  # noqa: F401  (tables.PLANNED)
 from animbench.stats import metric_ci, read_seed_metrics, seed_aggregate
-
-# provenance columns copied from the metrics files (which copy the checkpoint's sha256 from
-# reconstruct.json and each detector's name, version and weights sha256 from the detector)
-PROVENANCE_COLUMNS = (
-    "checkpoint_sha256",
-    "predictions_sha256",  # a submission's folder digest (evaluate/submissions.py)
-    "keypoint_detector",
-    "keypoint_detector_version",
-    "keypoint_weights_sha256",
-    "identity_embedder",
-    "identity_embedder_version",
-    "identity_weights_sha256",
+from animbench.table_rows import (  # noqa: F401  (tables.COLUMNS, tables.paper_values: tests)
+    COLUMNS,
+    MTIA,
+    PROVENANCE_COLUMNS,
+    blank_row,
+    finish_table,
+    paper_lookup,
+    paper_values,
+    provenance,
 )
 
-COLUMNS = [
-    "paper",
-    "table",
-    "dataset",
-    "paper_dataset",
-    "method",
-    "metric",
-    "value",
-    "paper_value",
-    "delta",
-    "ci_low",
-    "ci_high",
-    "n_seeds",
-    "seed_std",
-    "n_videos",
-    "n_frames",
-    "status",
-    "note",
-    "git_commit",
-    "config_hash",
-    *PROVENANCE_COLUMNS,
-    "detector_versions",
-    "animbench_version",
-    "created",
-]
-FLOAT_COLUMNS = ["value", "paper_value", "delta", "ci_low", "ci_high", "seed_std"]
-INT_COLUMNS = ["n_seeds", "n_videos", "n_frames"]
 METRICS = ("L1", "AKD", "MKR", "AED")  # the papers' column order
+
 # Per-frame image metrics the papers do not report (evaluate/image_metrics.py): a dataset's
 # table rows get all three, after the papers' metrics, once any of its metrics files has one.
 EXTRA_METRICS = ("PSNR", "SSIM", "LPIPS")
+
 PARAMS = "params_M"  # a paper table's parameter column (MTIA Table 5), millions
 
-MTIA = "mtia_eccv2022"
 TABLE2_METHODS = ["fomm", "mraa", "mtia"]  # MTIA's Table 2, in the paper's order
-
-# MTIA Table 1 rows: (row name, method, preset, networks counted). FOMM's generator includes
-# its dense motion network (the paper's "ImageGenerator"); motion estimators are the keypoint /
-# region networks alone.
-TABLE1_ROWS = [
-    ("ImageGenerator", "fomm", "fomm-vox256", ("generator",)),
-    ("MotionEstimator-FOMM", "fomm", "fomm-vox256", ("kp_detector",)),
-    ("MotionEstimator-MRAA", "mraa", "mraa-vox256", ("region_predictor",)),
-    ("MotionEstimator-MTIA", "mtia", "mtia-vox256", ("kp_detector",)),
-]
-
-# Why a measured Table 1 value differs from the paper's (the counts follow the authors' code).
-TABLE1_DIFFERENCES = {
-    ("MotionEstimator-MTIA", "params_M"): (
-        "includes the frozen sine position encoding the authors store as a parameter "
-        "(transformer.pos_embedding, 49,152); without it 12,234,310 = the paper's 12.23M"
-    ),
-    ("MotionEstimator-MRAA", "params_M"): (
-        "equals the authors' released region predictor (every key and shape of their "
-        "state_dict); the paper's 14.20M does not match their code at any of the four configs"
-    ),
-    ("MotionEstimator-MRAA", "FLOPs_G"): (
-        "the authors' region predictor at 256x256 counts 1.06 GMACs here (1.09 with the "
-        "blur); the paper's 1.26 is not reproduced and its counting setup is not published"
-    ),
-}
-
-
-def paper_values() -> pd.DataFrame:
-    """Every number of the papers' tables, from the packaged paper_tables.csv."""
-    source = resources.files("animbench") / "resources" / "paper_tables.csv"
-    with source.open("r", encoding="utf-8") as handle:
-        return pd.read_csv(handle, dtype={"value": float}, keep_default_na=False, na_values=[""])
-
-
-def _paper_lookup(paper: str, table: str) -> dict[tuple[str, str, str], float]:
-    values = paper_values()
-    values = values[(values["paper"] == paper) & (values["table"] == table)]
-    return {(r.dataset, r.method, r.metric): float(r.value) for r in values.itertuples(index=False)}
-
-
-def git_commit() -> str:
-    """HEAD of the repository holding the package; "unknown" outside a repository."""
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    commit = result.stdout.strip()
-    return commit if result.returncode == 0 and commit else "unknown"
-
-
-def _provenance(config_hash: str | None) -> dict[str, Any]:
-    return {
-        "git_commit": git_commit(),
-        "config_hash": config_hash,
-        "animbench_version": animbench.__version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-def _blank_row(
-    table: str,
-    dataset: str,
-    paper_dataset,
-    method: str,
-    metric: str,
-    paper_value,
-    prov: dict,
-    paper: str = MTIA,
-) -> dict[str, Any]:
-    """A table row with no measurement yet; other columns default to missing."""
-    return {
-        "paper": paper,
-        "table": table,
-        "dataset": dataset,
-        "paper_dataset": paper_dataset,
-        "method": method,
-        "metric": metric,
-        "value": np.nan,
-        "paper_value": paper_value,
-        "delta": np.nan,
-        **prov,
-    }
-
-
-def _finish(rows: list[dict[str, Any]], out: str | Path) -> pd.DataFrame:
-    df = typed_frame(rows, COLUMNS, ints=INT_COLUMNS, floats=FLOAT_COLUMNS)
-    write_parquet_atomic(df, out)
-    return df
 
 
 def _unique(series: pd.Series | None) -> str | None:
@@ -334,30 +210,28 @@ def _check_metrics(where: str, dataset: str, wanted: Sequence[str]) -> None:
 
 
 def _unmeasured(
-    row: dict, notes: list[str], model: str, in_run: bool, label: str, dataset: str, method: str
+    row: dict,
+    notes: list[str],
+    model: str | None,
+    in_run: bool,
+    label: str,
+    dataset: str,
+    method: str,
 ) -> None:
-    """Status and note of a row without a measurement: why there is no number."""
-    if not is_implemented(model):
-        row["status"] = "not implemented"
-        notes.append(not_implemented_note(model))
+    """Status and note of a row without a measurement: why there is no number. `model` None:
+    a submission (predictions made elsewhere), `in_run` then whether it has the dataset's."""
+    if model is not None and not is_implemented(model):
+        row["status"], note = "not implemented", not_implemented_note(model)
     elif not in_run:
         row["status"] = "not run"
-        notes.append(f"{label} is not part of this run")
+        note = (
+            f"{label} is not part of this run"
+            if model is not None
+            else f"submission {label} has no predictions for {dataset}"
+        )
     else:
-        row["status"] = "missing"
-        notes.append(f"no metrics file for {dataset}/{method} was given")
-
-
-def _unsubmitted(
-    row: dict, notes: list[str], submitted: bool, label: str, dataset: str, method: str
-) -> None:
-    """Status and note of a submission's row without a measurement."""
-    if submitted:
-        row["status"] = "missing"
-        notes.append(f"no metrics file for {dataset}/{method} was given")
-    else:
-        row["status"] = "not run"
-        notes.append(f"submission {label} has no predictions for {dataset}")
+        row["status"], note = "missing", f"no metrics file for {dataset}/{method} was given"
+    notes.append(note)
 
 
 def _finish_row(
@@ -405,8 +279,8 @@ def write_table2(
             TABLE2_METHODS + run_methods + baselines + list(submissions) + measured_methods
         )
     )
-    paper = _paper_lookup(MTIA, "table2")
-    prov = _provenance(spec.get("config_hash"))
+    paper = paper_lookup(MTIA, "table2")
+    prov = provenance(spec.get("config_hash"))
 
     rows: list[dict[str, Any]] = []
     for dataset, dspec in datasets.items():
@@ -423,7 +297,7 @@ def write_table2(
                 paper_value = (
                     paper.get((paper_name, display, metric), np.nan) if paper_name else np.nan
                 )
-                row = _blank_row("table2", dataset, paper_name, display, metric, paper_value, prov)
+                row = blank_row("table2", dataset, paper_name, display, metric, paper_value, prov)
                 notes: list[str] = []
                 if not _measure(
                     row,
@@ -437,32 +311,14 @@ def write_table2(
                 ):
                     if method in submissions:
                         submitted = dataset in (submissions[method].get("datasets") or [])
-                        _unsubmitted(row, notes, submitted, display, dataset, method)
+                        _unmeasured(row, notes, None, submitted, display, dataset, method)
                     else:
                         model = entry_model(method, entries.get(method), dataset)
                         in_run = method in run_methods + baselines
                         _unmeasured(row, notes, model, in_run, display, dataset, method)
                 _finish_row(row, notes, metric, display, paper_name, paper_value)
                 rows.append(row)
-    return _finish(rows, out)
-
-
-def preset_parameters(
-    preset: str, overrides: Mapping | None, networks: Sequence[str]
-) -> tuple[int, int]:
-    """(all, frozen) parameters of `networks` of a preset's model built with a methods entry's
-    overrides; buffers excluded."""
-    model = registry.build(preset, dict(overrides or {}))
-    missing = [n for n in networks if n not in model.networks]
-    if missing:
-        raise ConfigError(
-            f"preset {preset} has no network {missing[0]} (it has: {', '.join(model.networks)})"
-        )
-    params = [p for n in networks for p in model.networks[n].parameters()]
-    return (
-        int(sum(p.numel() for p in params)),
-        int(sum(p.numel() for p in params if not p.requires_grad)),
-    )
+    return finish_table(rows, out)
 
 
 def _count_params(
@@ -510,18 +366,18 @@ def write_paper_table(metrics: Sequence[str | Path], spec: dict, out: str | Path
     if not isinstance(table_rows, list) or not table_rows:
         raise ConfigError(f"{where}.rows: expected a non-empty list of rows")
     paper_key, table_key = spec.get("paper"), spec.get("table")
-    paper = _paper_lookup(str(paper_key), str(table_key))
+    paper = paper_lookup(str(paper_key), str(table_key))
     if not paper:
         raise ConfigError(f"{where}: paper_tables.csv has no table {table_key} of {paper_key}")
     unavailable = dict(spec.get("unavailable") or {})
     param_networks = list(spec.get("param_networks") or [])
     columns = ([PARAMS] if param_networks else []) + list(METRICS)
     groups = _groups(read_metrics(metrics))
-    prov = _provenance(spec.get("config_hash"))
+    prov = provenance(spec.get("config_hash"))
 
     def blank(dataset: str, paper_name, label: str, metric: str) -> dict[str, Any]:
         paper_value = paper.get((paper_name, label, metric), np.nan)
-        return _blank_row(
+        return blank_row(
             str(table_key), dataset, paper_name, label, metric, paper_value, prov, str(paper_key)
         )
 
@@ -574,92 +430,4 @@ def write_paper_table(metrics: Sequence[str | Path], spec: dict, out: str | Path
                     notes.insert(0, trow.get("note") or f"animbench has no {label}")
                 row["note"] = "; ".join(notes)
                 rows.append(row)
-    return _finish(rows, out)
-
-
-def count_parameters(module: Any) -> int:
-    """Trainable and frozen parameters of a module, buffers excluded (as the papers count)."""
-    return int(sum(p.numel() for p in module.parameters()))
-
-
-def _flops_note(preset: str, networks: Sequence[str], flops: int, macs: int, layer: int) -> str:
-    """How a FLOPs_G value was counted, with the counts of the other conventions."""
-    parts = [
-        f"GMACs (multiply-accumulates, the thop/fvcore convention) of the conv/linear modules of "
-        f"one forward call of {'+'.join(networks)} on a 256x256 frame, preset {preset}, counted "
-        "with torch.utils.flop_counter.FlopCounterMode per module: the module-hook convention "
-        "that reproduces the paper's FOMM numbers exactly",
-        f"every counted op (functional convolutions and matrix products included): "
-        f"{flops / 1e9:.3f} GFLOPs at 2 FLOPs per multiply-add = {macs / 1e9:.3f} GMACs "
-        f"({(macs - layer // 2) / 1e9:+.3f}G: FOMM lineage the anti-aliasing Gaussian blur "
-        "before the 0.25 downscale, transformers the attention products)",
-        "normalisation, activations, softmax, interpolation and grid_sample are not counted",
-    ]
-    if "generator" in networks:
-        parts.append("the generator's count includes its dense motion network")
-    return "; ".join(parts)
-
-
-def write_table1(out: str | Path) -> pd.DataFrame:
-    """MTIA's Table 1 (model capacity at 256×256): parameters and FLOPs from the registry
-    presets.
-
-    Each row gets `params_M` (millions, beside the paper's rounded value), `params` (exact
-    count; the paper has none) and `FLOPs_G`: giga multiply-accumulates of the conv/linear
-    modules in one forward call on a 256×256 frame (evaluate/flops.py; the paper's
-    convention), with the full 2-per-MAC FLOPs count in the note. A preset
-    that cannot be built is "not implemented" only when the registry says the method is; for
-    an implemented method the failure is raised.
-    """
-    from animbench.models import registry
-
-    paper = _paper_lookup(MTIA, "table1")
-    prov = _provenance(None)
-    built: dict[str, Any] = {}
-    flops_of: dict[str, dict] = {}
-    rows: list[dict[str, Any]] = []
-    for row_name, method, preset, networks in TABLE1_ROWS:
-        count: int | None = None
-        flops: tuple[int, int, int] | None = None
-        note = ""
-        implemented = is_implemented(method)
-        try:
-            if preset not in built:
-                built[preset] = registry.build(preset)
-                flops_of[preset] = network_flops(built[preset])
-            modules = built[preset].networks
-            count = sum(count_parameters(modules[name]) for name in networks)
-            counted = [flops_of[preset][name] for name in networks]
-            flops = (
-                sum(c.flops for c in counted),
-                sum(c.macs for c in counted),
-                sum(c.layer_flops or 0 for c in counted),
-            )
-        except Exception as exc:
-            if implemented:
-                raise
-            note = f"{not_implemented_note(method)}; preset {preset}: {type(exc).__name__}"
-        for metric in ("params_M", "params", "FLOPs_G"):
-            paper_value = paper.get(("-", row_name, metric), np.nan)
-            row = _blank_row("table1", "-", "-", row_name, metric, paper_value, prov)
-            if count is None or flops is None:
-                row["status"] = "not implemented"
-                row["note"] = note
-            elif metric == "FLOPs_G":
-                value = flops[2] / 2e9
-                row.update(value=value, delta=value - paper_value, status="measured")
-                row["note"] = _flops_note(preset, networks, *flops)
-                if (row_name, metric) in TABLE1_DIFFERENCES:
-                    row["note"] += "; " + TABLE1_DIFFERENCES[(row_name, metric)]
-            else:
-                value = count / 1e6 if metric == "params_M" else float(count)
-                row.update(value=value, delta=value - paper_value, status="measured")
-                row["note"] = (
-                    f"preset {preset}, networks {'+'.join(networks)} at 256x256; trainable and "
-                    "frozen parameters, buffers excluded"
-                    + ("; the paper gives only rounded millions" if metric == "params" else "")
-                )
-                if (row_name, metric) in TABLE1_DIFFERENCES:
-                    row["note"] += "; " + TABLE1_DIFFERENCES[(row_name, metric)]
-            rows.append(row)
-    return _finish(rows, out)
+    return finish_table(rows, out)

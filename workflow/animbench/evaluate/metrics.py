@@ -32,6 +32,15 @@ from animbench.files import write_parquet_atomic  # noqa: F401  (re-exported: ta
 
 BATCH_FRAMES = 64
 
+# each detector's name, version and weights sha256 (the tables copy them as provenance)
+DETECTOR_COLUMNS = (
+    "keypoint_detector",
+    "keypoint_detector_version",
+    "keypoint_weights_sha256",
+    "identity_embedder",
+    "identity_embedder_version",
+    "identity_weights_sha256",
+)
 COLUMNS = [
     "dataset",
     "method",
@@ -51,12 +60,7 @@ COLUMNS = [
     "ssim_frames",
     "lpips_sum",
     "lpips_frames",
-    "keypoint_detector",
-    "keypoint_detector_version",
-    "keypoint_weights_sha256",
-    "identity_embedder",
-    "identity_embedder_version",
-    "identity_weights_sha256",
+    *DETECTOR_COLUMNS,
     "checkpoint_sha256",
     "predictions_sha256",
     "warnings",
