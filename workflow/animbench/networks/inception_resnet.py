@@ -5,7 +5,7 @@
 Written here because facenet-pytorch needs torchvision, which is not importable beside this
 torch. Module names are facenet-pytorch's (`conv2d_1a.conv`, `repeat_1.0.branch0`, …), so the
 published file (`weights.WEIGHTS["facenet_vggface2"]`) loads key for key. The AED face-identity
-backend (evaluate/identity_backends.py) uses it.
+backend (evaluate/backends/identity_backends.py) uses it.
 """
 
 from __future__ import annotations
