@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -121,3 +123,32 @@ def test_a_new_backend_plugs_in_through_the_registry(monkeypatch) -> None:
     detector = get_keypoint_detector("centre-only", offset=1.0)
     assert detector.name == "centre-only"
     assert detector.detect(np.zeros((1, 8, 8, 3), np.uint8)).xy[0, 0, 0] == 5.0
+
+
+def test_backend_modules_exist_and_load_only_when_asked_for() -> None:
+    """The registry names its backends' modules (evaluate/backends/) by string: each must be
+    found, and importing the protocol (evaluate, its registry, metrics, reconstruct) must not
+    import any of them; the openpifpaf worker is started by the file path beside its backend."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    modules = {*detectors._KEYPOINT_MODULES.values(), *detectors._IDENTITY_MODULES.values()}
+    for module in modules:
+        assert module.startswith("animbench.evaluate.backends."), module
+        assert importlib.util.find_spec(module) is not None, module
+    script = (
+        "import sys\n"
+        "import animbench.evaluate, animbench.evaluate.detectors\n"
+        "import animbench.evaluate.metrics, animbench.evaluate.reconstruct\n"
+        "print(sorted(m for m in sys.modules if m.startswith('animbench.evaluate.backends')))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], check=True, capture_output=True, text=True
+    ).stdout
+    assert loaded.strip() == "[]"
+
+    from animbench.evaluate.backends import openpifpaf_backend
+
+    assert openpifpaf_backend.WORKER.is_file()
+    assert openpifpaf_backend.WORKER.parent == Path(openpifpaf_backend.__file__).parent

@@ -32,16 +32,16 @@ from face_alignment.models import FAN  # noqa: E402
 from animbench import weights  # noqa: E402
 from animbench.downloads import sha256_file  # noqa: E402
 from animbench.errors import DataError  # noqa: E402
-from animbench.evaluate.detectors import (  # noqa: E402
-    Keypoints,
-    available_keypoint_detectors,
-    get_keypoint_detector,
-)
-from animbench.evaluate.face_alignment_backend import (  # noqa: E402
+from animbench.evaluate.backends.face_alignment_backend import (  # noqa: E402
     FAN_MODULES,
     FAN_WEIGHTS,
     SFD_WEIGHTS,
     FaceAlignmentDetector,
+)
+from animbench.evaluate.detectors import (  # noqa: E402
+    Keypoints,
+    available_keypoint_detectors,
+    get_keypoint_detector,
 )
 
 SIZE = 128

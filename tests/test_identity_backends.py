@@ -15,13 +15,13 @@ import torch
 
 from animbench import weights
 from animbench.errors import DataError
-from animbench.evaluate.detectors import available_identity_embedders, get_identity_embedder
-from animbench.evaluate.identity_backends import (
+from animbench.evaluate.backends.identity_backends import (
     FACE_WEIGHTS,
     REID_WEIGHTS,
     FaceIdentityEmbedder,
     PersonReidEmbedder,
 )
+from animbench.evaluate.detectors import available_identity_embedders, get_identity_embedder
 from animbench.networks.inception_resnet import InceptionResnetV1
 from animbench.networks.resnet import ReidResNet50
 

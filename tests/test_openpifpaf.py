@@ -25,14 +25,14 @@ from animbench import pose_env, weights
 from animbench.cli import main
 from animbench.downloads import sha256_file
 from animbench.errors import AnimbenchError, DataError
-from animbench.evaluate import openpifpaf_backend
-from animbench.evaluate.detectors import available_keypoint_detectors, get_keypoint_detector
-from animbench.evaluate.openpifpaf_backend import (
+from animbench.evaluate.backends import openpifpaf_backend
+from animbench.evaluate.backends.openpifpaf_backend import (
     KEYPOINT_THRESHOLD,
     NUM_KEYPOINTS,
     WEIGHTS_NAME,
     OpenPifPafDetector,
 )
+from animbench.evaluate.detectors import available_keypoint_detectors, get_keypoint_detector
 
 REPO = Path(__file__).resolve().parents[1]
 

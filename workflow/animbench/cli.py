@@ -23,20 +23,18 @@ def _json(text: str) -> dict:
 
 
 WEIGHT_PINS_HELP = "config 'weights:' as JSON: url and/or sha256 per weight name"
+PREDICTIONS_HELP = "predictions folder, clips named as in --gt"
+
+
+def _given(args: argparse.Namespace, *names: str) -> dict:
+    """The named options of ``args`` as keyword arguments: what a command passes on as given."""
+    return {name: getattr(args, name) for name in names}
 
 
 def _cmd_synthetic(args: argparse.Namespace) -> None:
     from animbench.data.synthetic import make_dataset
 
-    make_dataset(
-        kind=args.kind,
-        out=args.out,
-        seed=args.seed,
-        num_train=args.num_train,
-        num_test=args.num_test,
-        frames=args.frames,
-        size=args.size,
-    )
+    make_dataset(**_given(args, "kind", "out", "seed", "num_train", "num_test", "frames", "size"))
 
 
 def _cmd_data(args: argparse.Namespace) -> None:
@@ -59,22 +57,19 @@ def _cmd_train(args: argparse.Namespace) -> None:
     if args.cache:  # where the workflow's `weights` rule put the files (weights.cache_dir)
         os.environ["ANIMBENCH_CACHE"] = args.cache
     options = TrainOptions(
-        precision=args.precision,
-        channels_last=args.channels_last,
-        compile=args.compile,
-        workers=args.workers,
-        image_every=args.image_every,
-        checkpoint_every=args.checkpoint_every,
+        **_given(
+            args,
+            "precision",
+            "channels_last",
+            "compile",
+            "workers",
+            "image_every",
+            "checkpoint_every",
+        ),
         tensorboard=not args.no_tensorboard,
     )
     train(
-        data=args.data,
-        method=args.method,
-        preset=args.preset,
-        overrides=args.overrides,
-        out=args.out,
-        device=args.device,
-        seed=args.seed,
+        **_given(args, "data", "method", "preset", "overrides", "out", "device", "seed"),
         options=options,
         allow_random_weights=args.allow_random_weights,
     )
@@ -85,13 +80,9 @@ def _cmd_reconstruct(args: argparse.Namespace) -> None:
 
     _apply_weight_pins(args)  # LPIPS' files (alexnet, lpips_alex)
     reconstruct(
-        data=args.data,
-        method=args.method,
-        checkpoint=args.checkpoint,
-        out=args.out,
-        device=args.device,
-        quantisation=args.quantisation,
-        batch_frames=args.batch_frames,
+        **_given(
+            args, "data", "method", "checkpoint", "out", "device", "quantisation", "batch_frames"
+        )
     )
 
 
@@ -121,14 +112,8 @@ def _cmd_metrics(args: argparse.Namespace) -> None:
 
     _apply_weight_pins(args)
     video_metrics(
-        gt=args.gt,
-        pred=args.pred,
-        keypoints=args.keypoints,
-        identity=args.identity,
+        **_given(args, "gt", "pred", "keypoints", "identity", "out", "dataset", "method"),
         with_mkr=args.mkr,
-        out=args.out,
-        dataset=args.dataset,
-        method=args.method,
     )
 
 
@@ -146,16 +131,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 
     _apply_weight_pins(args)
     df = evaluate_submission(
-        gt=args.gt,
-        pred=args.pred,
-        out=args.out,
+        **_given(
+            args,
+            "gt",
+            "pred",
+            "out",
+            "dataset",
+            "keypoints",
+            "identity",
+            "reconstruction",
+            "device",
+        ),
         method=args.method or Path(args.pred).resolve().name,
-        dataset=args.dataset,
-        keypoints=args.keypoints,
-        identity=args.identity,
         with_mkr=args.mkr,
-        reconstruction=args.reconstruction,
-        device=args.device,
     )
     for line in summary_lines(df):
         print(line)
@@ -207,14 +195,17 @@ def _cmd_animate(args: argparse.Namespace) -> None:
     from animbench.animate import animate
 
     animate(
-        source_image=args.source_image,
-        driving_video=args.driving_video,
-        out=args.out,
-        checkpoint=args.checkpoint,
-        mode=args.mode,
-        adapt_scale=args.adapt_scale,
-        device=args.device,
-        batch_frames=args.batch_frames,
+        **_given(
+            args,
+            "source_image",
+            "driving_video",
+            "out",
+            "checkpoint",
+            "mode",
+            "adapt_scale",
+            "device",
+            "batch_frames",
+        )
     )
 
 
@@ -241,6 +232,23 @@ def _cmd_pose_env(args: argparse.Namespace) -> None:
     from animbench.pose_env import create_pose_env
 
     create_pose_env(args.prefix, python=args.python, force=args.force)
+
+
+def _add_weight_pins(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weight-pins", type=_json, default={}, help=WEIGHT_PINS_HELP)
+
+
+def _add_gt_pred(parser: argparse.ArgumentParser, pred_help: str) -> None:
+    """--gt and --pred: the ground truth and the frames scored (or imported) against it."""
+    parser.add_argument("--gt", required=True, help="ground-truth test split folder")
+    parser.add_argument("--pred", required=True, help=pred_help)
+
+
+def _add_backends(parser: argparse.ArgumentParser) -> None:
+    """--keypoints, --identity and --mkr: the detector backends AKD, AED and MKR use."""
+    parser.add_argument("--keypoints", default="none", help="keypoint detector backend")
+    parser.add_argument("--identity", default="none", help="identity embedder backend")
+    parser.add_argument("--mkr", action="store_true", help="also compute MKR (body datasets)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -304,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train with random weights in place of a missing pretrained file (VGG19, HRNet, "
         "DINO, SAM) instead of stopping; the results are marked as deviating",
     )
-    p.add_argument("--weight-pins", type=_json, default={}, help=WEIGHT_PINS_HELP)
+    _add_weight_pins(p)
     p.add_argument(
         "--cache", default=None, help="cache holding the weight files (default: $ANIMBENCH_CACHE)"
     )
@@ -334,21 +342,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="model frames per forward pass (default: chosen per model and device, "
         "recorded in reconstruct.json)",
     )
-    p.add_argument("--weight-pins", type=_json, default={}, help=WEIGHT_PINS_HELP)
+    _add_weight_pins(p)
     p.set_defaults(func=_cmd_reconstruct)
 
     p = sub.add_parser(
         "metrics", parents=[compute], help="per-video metrics of a reconstruction (Parquet)"
     )
-    p.add_argument("--gt", required=True, help="ground-truth test split folder")
-    p.add_argument("--pred", required=True, help="reconstruction folder")
-    p.add_argument("--keypoints", default="none", help="keypoint detector backend")
-    p.add_argument("--identity", default="none", help="identity embedder backend")
-    p.add_argument("--mkr", action="store_true", help="also compute MKR (body datasets)")
+    _add_gt_pred(p, pred_help="reconstruction folder")
+    _add_backends(p)
     p.add_argument("--dataset", required=True)
     p.add_argument("--method", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--weight-pins", type=_json, default={}, help=WEIGHT_PINS_HELP)
+    _add_weight_pins(p)
     p.set_defaults(func=_cmd_metrics)
 
     p = sub.add_parser(
@@ -356,30 +361,26 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[compute],
         help="score predictions made elsewhere: one mp4 or frame folder per test clip",
     )
-    p.add_argument("--gt", required=True, help="ground-truth test split folder")
-    p.add_argument("--pred", required=True, help="predictions folder, clips named as in --gt")
+    _add_gt_pred(p, pred_help=PREDICTIONS_HELP)
     p.add_argument("--out", required=True, help="per-video metrics to write (Parquet)")
     p.add_argument("--method", default=None, help="row label (default: the folder's name)")
     p.add_argument("--dataset", default="custom", help="dataset name in the metrics rows")
-    p.add_argument("--keypoints", default="none", help="keypoint detector backend")
-    p.add_argument("--identity", default="none", help="identity embedder backend")
-    p.add_argument("--mkr", action="store_true", help="also compute MKR (body datasets)")
+    _add_backends(p)
     p.add_argument(
         "--reconstruction", default=None, help="keep the imported PNG clips here (default: not)"
     )
     p.add_argument("--device", default="cpu", help="device of PSNR/SSIM/LPIPS")
-    p.add_argument("--weight-pins", type=_json, default={}, help=WEIGHT_PINS_HELP)
+    _add_weight_pins(p)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser(
         "submission", parents=[compute], help="import predictions in reconstruct's layout"
     )
-    p.add_argument("--gt", required=True, help="ground-truth test split folder")
-    p.add_argument("--pred", required=True, help="predictions folder, clips named as in --gt")
+    _add_gt_pred(p, pred_help=PREDICTIONS_HELP)
     p.add_argument("--method", required=True)
     p.add_argument("--out", required=True, help="reconstruction folder to write")
     p.add_argument("--device", default="auto")
-    p.add_argument("--weight-pins", type=_json, default={}, help=WEIGHT_PINS_HELP)
+    _add_weight_pins(p)
     p.set_defaults(func=_cmd_submission)
 
     p = sub.add_parser("table", help="gather a results table (Parquet)")
@@ -453,11 +454,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("weights", help="the pretrained weight files (detectors, losses)")
     weights_sub = p.add_subparsers(dest="weights_command", required=True)
     p = weights_sub.add_parser("list", help="every known file: pin, cached path, URL")
-    p.add_argument("--weight-pins", type=_json, default={}, help=WEIGHT_PINS_HELP)
+    _add_weight_pins(p)
     p.set_defaults(func=_cmd_weights)
     p = weights_sub.add_parser("fetch", help="download and verify files into the cache")
     p.add_argument("names", nargs="+", help="weight names (animbench weights list)")
-    p.add_argument("--weight-pins", type=_json, default={}, help=WEIGHT_PINS_HELP)
+    _add_weight_pins(p)
     p.add_argument("--stamp", default=None, help="JSON record written once all are verified")
     p.set_defaults(func=_cmd_weights)
 

@@ -7,7 +7,7 @@ own venv with torch 2.5.1 (the newest torch known to build it; also below torch 
 ``torch.load(weights_only=True)`` default refuses openpifpaf's pickled .pkl checkpoints) and is
 installed with ``--no-deps --no-build-isolation`` so that pip neither replaces that torch by the
 pinned 1.13.1 nor builds against a different one. The main environment talks to it through a
-worker process (``animbench.evaluate.openpifpaf_backend``).
+worker process (``animbench.evaluate.backends.openpifpaf_backend``).
 
 ``create_pose_env`` is resumable: the stamp file is written last, only after openpifpaf imports
 with its ``_cpp`` extension; a prefix without a stamp (an interrupted build) is removed and built

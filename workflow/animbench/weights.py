@@ -117,7 +117,7 @@ WEIGHTS = {
     # reachable), so only the authors' prefixes are enforced.
     "s3fd": WeightFile("s3fd", f"{_ADRIANBULAT}/s3fd-619a316812.pth", "619a316812"),
     "2dfan4": WeightFile("2dfan4", f"{_ADRIANBULAT}/2DFAN4-11f355bf06.pth.tar", "11f355bf06"),
-    # AED identity networks (evaluate/identity_backends.py). FaceNet Inception-ResNet-v1
+    # AED identity networks (evaluate/backends/identity_backends.py). FaceNet Inception-ResNet-v1
     # (networks/inception_resnet.py) on VGGFace2 as converted by facenet-pytorch (a plain
     # state_dict, logits layer included). The full sha256 is the one an independent public project
     # pins for this file (its other pins, alex.pth df73285e… and alexnet-owt 7be5be79…, match ours);

@@ -75,9 +75,14 @@ FACE_KEYPOINTS = (
     "lower_lip",
     "chin",
 )
-BODY_KEYPOINTS = (
-    "head",
-    "neck",
+# The COCO-17 person keypoints in COCO's order: openpifpaf's (evaluate/backends/
+# openpifpaf_backend.py). The synthetic body's limb joints are COCO's shoulders to knees.
+COCO_KEYPOINTS = (
+    "nose",
+    "left_eye",
+    "right_eye",
+    "left_ear",
+    "right_ear",
     "left_shoulder",
     "right_shoulder",
     "left_elbow",
@@ -88,7 +93,10 @@ BODY_KEYPOINTS = (
     "right_hip",
     "left_knee",
     "right_knee",
+    "left_ankle",
+    "right_ankle",
 )
+BODY_KEYPOINTS = ("head", "neck", *COCO_KEYPOINTS[5:15])
 KEYPOINT_NAMES = {"face": FACE_KEYPOINTS, "body": BODY_KEYPOINTS}
 KINDS = tuple(KEYPOINT_NAMES)
 
@@ -135,6 +143,17 @@ def _muted(rng: np.random.Generator, low: float, high: float, spread: float = 60
     grey = rng.uniform(low, high)
     colour = grey + rng.uniform(-spread / 2, spread / 2, size=3)
     return np.clip(colour, 30, 220).astype(np.float32)
+
+
+# (low, high, spread) of a skin colour, the face's and the body's alike
+_SKIN = (120, 200, 50)
+
+
+def _muted_colours(
+    rng: np.random.Generator, *ranges: tuple[float, float, float]
+) -> list[np.ndarray]:
+    """One ``_muted`` colour per (low, high, spread), drawn from ``rng`` in that order."""
+    return [_muted(rng, low, high, spread=spread) for low, high, spread in ranges]
 
 
 def _smooth(rng: np.random.Generator, frames: int, low: float, high: float) -> np.ndarray:
@@ -240,9 +259,7 @@ def _render_face(
     clip_rng: np.random.Generator, identity_rng: np.random.Generator, frames: int, size: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     s = float(size)
-    background = _muted(identity_rng, 70, 190, spread=70)
-    skin = _muted(identity_rng, 120, 200, spread=50)
-    hair = _muted(identity_rng, 35, 110, spread=40)
+    background, skin, hair = _muted_colours(identity_rng, (70, 190, 70), _SKIN, (35, 110, 40))
     half_width = identity_rng.uniform(0.21, 0.25) * s
     half_height = identity_rng.uniform(0.28, 0.31) * s
     background_rng = np.random.default_rng(identity_rng.integers(2**63))
@@ -313,10 +330,9 @@ def _render_body(
     clip_rng: np.random.Generator, identity_rng: np.random.Generator, frames: int, size: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     s = float(size)
-    background = _muted(identity_rng, 80, 200, spread=70)
-    shirt = _muted(identity_rng, 50, 190, spread=70)
-    trousers = _muted(identity_rng, 40, 150, spread=50)
-    skin = _muted(identity_rng, 120, 200, spread=50)
+    background, shirt, trousers, skin = _muted_colours(
+        identity_rng, (80, 200, 70), (50, 190, 70), (40, 150, 50), _SKIN
+    )
     build = identity_rng.uniform(0.93, 1.07)
     background_rng = np.random.default_rng(identity_rng.integers(2**63))
 

@@ -24,10 +24,10 @@ name available. Constructors take keyword arguments only (device, batch size, we
 
 Backends of optional libraries live in their own modules, listed in ``_KEYPOINT_MODULES`` /
 ``_IDENTITY_MODULES`` and imported the first time their name is asked for: ``face-alignment``
-(68 face landmarks, ``animbench.evaluate.face_alignment_backend``, extra ``[detectors]``);
+(68 face landmarks, ``animbench.evaluate.backends.face_alignment_backend``, extra ``[detectors]``);
 ``face-identity`` (FaceNet VGGFace2, 512-d) and ``person-reid`` (ResNet-50 Market-1501 re-id,
-2048-d) in ``animbench.evaluate.identity_backends`` (networks written there, plain torch).
-``openpifpaf`` (COCO-17 body keypoints, ``animbench.evaluate.openpifpaf_backend``) runs
+2048-d) in ``animbench.evaluate.backends.identity_backends`` (networks written there, plain torch).
+``openpifpaf`` (COCO-17 body keypoints, ``animbench.evaluate.backends.openpifpaf_backend``) runs
 openpifpaf in a worker process in its own environment (``animbench pose-env``).
 
 Built in here are the ``synthetic-face`` and ``synthetic-body`` backends for the synthetic
@@ -89,11 +89,11 @@ _IDENTITY_EMBEDDERS: dict[str, type[IdentityEmbedder]] = {}
 _Class = TypeVar("_Class", bound=type)
 # name -> module that registers it, imported on first use (optional libraries load lazily)
 _KEYPOINT_MODULES = {
-    "face-alignment": "animbench.evaluate.face_alignment_backend",
-    "openpifpaf": "animbench.evaluate.openpifpaf_backend",
+    "face-alignment": "animbench.evaluate.backends.face_alignment_backend",
+    "openpifpaf": "animbench.evaluate.backends.openpifpaf_backend",
 }
 _IDENTITY_MODULES = dict.fromkeys(
-    ("face-identity", "person-reid"), "animbench.evaluate.identity_backends"
+    ("face-identity", "person-reid"), "animbench.evaluate.backends.identity_backends"
 )
 
 

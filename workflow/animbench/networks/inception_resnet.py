@@ -5,7 +5,7 @@
 Written here because facenet-pytorch needs torchvision, which is not importable beside this
 torch. Module names are facenet-pytorch's (`conv2d_1a.conv`, `repeat_1.0.branch0`, …), so the
 published file (`weights.WEIGHTS["facenet_vggface2"]`) loads key for key. The AED face-identity
-backend (evaluate/identity_backends.py) uses it.
+backend (evaluate/backends/identity_backends.py) uses it.
 """
 
 from __future__ import annotations
@@ -94,36 +94,35 @@ def block35(scale: float = 0.17) -> ScaledResidual:
     )
 
 
-def block17(scale: float = 0.10) -> ScaledResidual:
-    """17×17 grid block (Inception-ResNet-B), 896 channels, factorised 7×7."""
+def _factorised_block(
+    channels: int, width: int, kernel: int, mixed: int, scale: float, relu: bool
+) -> ScaledResidual:
+    """Inception-ResNet-B and -C: a 1×1 branch beside 1×1 → 1×k → k×1, both ``width`` wide."""
+    pad = kernel // 2
     return ScaledResidual(
         [
-            conv_chain((896, 128, 1, 1, 0)),
+            conv_chain((channels, width, 1, 1, 0)),
             conv_chain(
-                (896, 128, 1, 1, 0), (128, 128, (1, 7), 1, (0, 3)), (128, 128, (7, 1), 1, (3, 0))
+                (channels, width, 1, 1, 0),
+                (width, width, (1, kernel), 1, (0, pad)),
+                (width, width, (kernel, 1), 1, (pad, 0)),
             ),
         ],
-        mixed=256,
-        channels=896,
+        mixed=mixed,
+        channels=channels,
         scale=scale,
-        relu=True,
+        relu=relu,
     )
+
+
+def block17(scale: float = 0.10) -> ScaledResidual:
+    """17×17 grid block (Inception-ResNet-B), 896 channels, factorised 7×7."""
+    return _factorised_block(896, 128, 7, mixed=256, scale=scale, relu=True)
 
 
 def block8(scale: float = 0.20, relu: bool = True) -> ScaledResidual:
     """8×8 grid block (Inception-ResNet-C), 1792 channels, factorised 3×3."""
-    return ScaledResidual(
-        [
-            conv_chain((1792, 192, 1, 1, 0)),
-            conv_chain(
-                (1792, 192, 1, 1, 0), (192, 192, (1, 3), 1, (0, 1)), (192, 192, (3, 1), 1, (1, 0))
-            ),
-        ],
-        mixed=384,
-        channels=1792,
-        scale=scale,
-        relu=relu,
-    )
+    return _factorised_block(1792, 192, 3, mixed=384, scale=scale, relu=relu)
 
 
 def mixed_6a() -> Branches:

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from animbench import pose_env
+from animbench.data.synthetic import COCO_KEYPOINTS  # keypoint_names, declared once in data
 from animbench.downloads import sha256_file
 from animbench.errors import AnimbenchError, DataError
 from animbench.evaluate.detectors import (
@@ -46,25 +47,6 @@ from animbench.weights import WEIGHTS, cache_dir, fetch
 WEIGHTS_NAME = "openpifpaf_shufflenetv2k16"
 NUM_KEYPOINTS = 17
 KEYPOINT_THRESHOLD = 0.15
-COCO_KEYPOINTS = (
-    "nose",
-    "left_eye",
-    "right_eye",
-    "left_ear",
-    "right_ear",
-    "left_shoulder",
-    "right_shoulder",
-    "left_elbow",
-    "right_elbow",
-    "left_wrist",
-    "right_wrist",
-    "left_hip",
-    "right_hip",
-    "left_knee",
-    "right_knee",
-    "left_ankle",
-    "right_ankle",
-)
 WORKER = Path(__file__).with_name("openpifpaf_worker.py")
 _LENGTH = struct.Struct("<Q")
 

@@ -1,5 +1,5 @@
 """The openpifpaf worker: runs inside the pose environment (``animbench pose-env``), never in
-the main one, and serves ``animbench.evaluate.openpifpaf_backend`` over its stdin and stdout.
+the main one, and serves ``animbench.evaluate.backends.openpifpaf_backend`` over its stdin and stdout.
 
 It is started by file path, not as ``animbench.…``: the pose environment has only the standard
 library, numpy, torch and openpifpaf, so this file must import nothing else.

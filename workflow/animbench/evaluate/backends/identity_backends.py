@@ -157,12 +157,16 @@ def resolve_weights(name: str) -> Path:
 
 class _NetworkEmbedder(IdentityEmbedder):
     """Runs a frozen network over frames in chunks of ``batch_size``; subclasses set the
-    network, the weights entry and the preprocessing."""
+    network, the weights entry, which of its keys the weights may lack or add, and the
+    preprocessing."""
 
     weights_name: str
     base_version: str
     input_size: tuple[int, int]  # H, W
     dim: int  # embedding size
+    network_class: type[nn.Module]  # built with no arguments, randomly initialised
+    optional_keys: tuple[str, ...] = ()  # key prefixes the weights file may lack (load_weights)
+    extra_keys: bool = False  # whether the weights file may hold keys the network has not
 
     def __init__(
         self,
@@ -176,25 +180,19 @@ class _NetworkEmbedder(IdentityEmbedder):
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.device = torch.device(device)
         self.batch_size = int(batch_size)
-        self.network = self.build_network()
+        self.network = self.network_class()
         if weights is None and pretrained:
             weights = resolve_weights(self.weights_name)
         if weights is None:  # random initialisation: tests only, and the version says so
             self.version = f"{self.base_version}+random-init"
             self.weights_sha256 = None
         else:
-            self.load(weights)
+            load_weights(
+                self.network, weights, optional=self.optional_keys, allow_extra=self.extra_keys
+            )
             self.version = self.base_version
             self.weights_sha256 = sha256_file(weights)
         self.network.requires_grad_(False).eval().to(self.device)
-
-    @abstractmethod
-    def build_network(self) -> nn.Module:
-        """The network, randomly initialised."""
-
-    @abstractmethod
-    def load(self, path: str | Path) -> None:
-        """Load the published weight file into `self.network`."""
 
     @abstractmethod
     def normalise(self, pixels: Tensor) -> Tensor:
@@ -234,12 +232,8 @@ class FaceIdentityEmbedder(_NetworkEmbedder):
     base_version = "facenet-vggface2-20180402"
     input_size = FACE_SIZE
     dim = 512
-
-    def build_network(self) -> nn.Module:
-        return InceptionResnetV1()
-
-    def load(self, path: str | Path) -> None:
-        load_weights(self.network, path, optional=("logits.",))
+    network_class = InceptionResnetV1
+    optional_keys = ("logits.",)
 
     def normalise(self, pixels: Tensor) -> Tensor:
         return (pixels - 127.5) / 128.0  # facenet's fixed_image_standardization
@@ -258,12 +252,9 @@ class PersonReidEmbedder(_NetworkEmbedder):
     base_version = "torchreid-resnet50-market1501"
     input_size = REID_SIZE
     dim = 2048
-
-    def build_network(self) -> nn.Module:
-        return ReidResNet50()
-
-    def load(self, path: str | Path) -> None:
-        load_weights(self.network, path, optional=("classifier.",), allow_extra=True)
+    network_class = ReidResNet50
+    optional_keys = ("classifier.",)
+    extra_keys = True
 
     def normalise(self, pixels: Tensor) -> Tensor:
         mean = pixels.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
