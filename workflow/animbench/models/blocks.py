@@ -132,8 +132,10 @@ def _hourglass_channels(block_expansion: int, max_features: int, level: int) -> 
     return min(max_features, block_expansion * (2**level))
 
 
-class Encoder(nn.Module):
-    """Hourglass encoder; returns the input and every level's output (the skips)."""
+class _HourglassPart(nn.Module):
+    """The hourglass and its halves: level i has min(max_features, block_expansion·2^i)
+    channels; `build` makes the modules (the hyper-parameters are not stored, so the module
+    keeps only its checkpoint keys)."""
 
     def __init__(
         self,
@@ -144,6 +146,16 @@ class Encoder(nn.Module):
         norm=batch_norm,
     ):
         super().__init__()
+        self.build(block_expansion, in_features, num_blocks, max_features, norm)
+
+    def build(self, block_expansion, in_features, num_blocks, max_features, norm) -> None:
+        raise NotImplementedError
+
+
+class Encoder(_HourglassPart):
+    """Hourglass encoder; returns the input and every level's output (the skips)."""
+
+    def build(self, block_expansion, in_features, num_blocks, max_features, norm) -> None:
         self.down_blocks = nn.ModuleList(
             DownBlock2d(
                 in_features if i == 0 else _hourglass_channels(block_expansion, max_features, i),
@@ -160,18 +172,10 @@ class Encoder(nn.Module):
         return outs
 
 
-class Decoder(nn.Module):
+class Decoder(_HourglassPart):
     """Hourglass decoder; concatenates each level with its encoder skip."""
 
-    def __init__(
-        self,
-        block_expansion: int,
-        in_features: int,
-        num_blocks=3,
-        max_features=256,
-        norm=batch_norm,
-    ):
-        super().__init__()
+    def build(self, block_expansion, in_features, num_blocks, max_features, norm) -> None:
         self.up_blocks = nn.ModuleList()
         # channels of each level's output (up block + skip), top level last
         self.level_channels = [
@@ -202,18 +206,10 @@ class Decoder(nn.Module):
         return levels if all_levels else out
 
 
-class Hourglass(nn.Module):
+class Hourglass(_HourglassPart):
     """U-Net style encoder-decoder; output channels = block_expansion + in_features."""
 
-    def __init__(
-        self,
-        block_expansion: int,
-        in_features: int,
-        num_blocks=3,
-        max_features=256,
-        norm=batch_norm,
-    ):
-        super().__init__()
+    def build(self, block_expansion, in_features, num_blocks, max_features, norm) -> None:
         self.encoder = Encoder(block_expansion, in_features, num_blocks, max_features, norm)
         self.decoder = Decoder(block_expansion, in_features, num_blocks, max_features, norm)
         self.out_filters = self.decoder.out_filters

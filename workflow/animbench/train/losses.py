@@ -107,6 +107,42 @@ class RandomTPS:
         return torch.stack([grad_x, grad_y], dim=-2)
 
 
+def warped_detection(
+    detector,
+    driving: torch.Tensor,
+    transform_params: dict,
+    generator=None,
+    align_corners: bool = True,
+) -> tuple[RandomTPS, dict]:
+    """A random TPS T of the batch (`transform_params`) and the detector's output on T(driving)."""
+    transform = RandomTPS(
+        driving.shape[0],
+        **transform_params,
+        device=driving.device,
+        generator=generator,
+        align_corners=align_corners,
+    )
+    return transform, detector(transform.transform_frame(driving))
+
+
+def jacobian_equivariance(
+    transform: RandomTPS,
+    jacobian_driving: torch.Tensor,
+    points_transformed: torch.Tensor,
+    jacobian_transformed: torch.Tensor,
+    revert_axis_swap: bool = False,
+) -> torch.Tensor:
+    """mean|I − J_d⁻¹ · ∇T · J_t| over [B, K, 2, 2] Jacobians (or affine parts), ∇T at the
+    transformed frame's points; `revert_axis_swap` multiplies the product by sign(·)₀₀ first
+    (MRAA's SVD axis-swap fix)."""
+    jacobian_back = transform.jacobian(points_transformed) @ jacobian_transformed
+    value = torch.inverse(jacobian_driving) @ jacobian_back
+    if revert_axis_swap:
+        value = value * torch.sign(value[..., 0:1, 0:1])
+    eye = torch.eye(2, device=value.device, dtype=value.dtype).view(1, 1, 2, 2)
+    return (eye - value).abs().mean()
+
+
 def equivariance_losses(
     kp_detector,
     driving,
@@ -119,14 +155,9 @@ def equivariance_losses(
     """Keypoints of a randomly warped frame, mapped back, must equal the frame's keypoints;
     their Jacobians must compose to the identity: |I − J_d⁻¹ · ∇T · J_t| (FOMM Eq. 12).
     `align_corners`: the model's (its `align_corners` attribute)."""
-    transform = RandomTPS(
-        driving.shape[0],
-        **transform_params,
-        device=driving.device,
-        generator=generator,
-        align_corners=align_corners,
+    transform, transformed_kp = warped_detection(
+        kp_detector, driving, transform_params, generator, align_corners
     )
-    transformed_kp = kp_detector(transform.transform_frame(driving))
     out = {
         "equivariance_value": (
             kp_driving["value"] - transform.warp_coordinates(transformed_kp["value"])
@@ -135,12 +166,9 @@ def equivariance_losses(
         .mean()
     }
     if use_jacobian and "jacobian" in kp_driving:
-        jacobian_transformed = (
-            transform.jacobian(transformed_kp["value"]) @ transformed_kp["jacobian"]
+        out["equivariance_jacobian"] = jacobian_equivariance(
+            transform, kp_driving["jacobian"], transformed_kp["value"], transformed_kp["jacobian"]
         )
-        value = torch.inverse(kp_driving["jacobian"]) @ jacobian_transformed
-        eye = torch.eye(2, device=value.device, dtype=value.dtype).view(1, 1, 2, 2)
-        out["equivariance_jacobian"] = (eye - value).abs().mean()
     return out
 
 

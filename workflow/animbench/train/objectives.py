@@ -14,12 +14,12 @@ from animbench.models import registry
 from animbench.models.blocks import ImagePyramid, make_coordinate_grid
 from animbench.train.cpab_objective import CPABObjective
 from animbench.train.losses import (
-    PerceptualPyramidLoss,
     discriminator_gan_loss,
     equivariance_losses,
     feature_matching_loss,
     generator_gan_loss,
 )
+from animbench.train.objective_base import ReconstructionObjective
 from animbench.train.region_objective import AVDObjective, RegionObjective
 from animbench.train.tps_objective import TPSAVDObjective, TPSObjective
 
@@ -28,33 +28,22 @@ def _detach_kp(kp: dict) -> dict:
     return {key: value.detach() for key, value in kp.items()}
 
 
-class KeypointObjective(nn.Module):
+class KeypointObjective(ReconstructionObjective):
     """FOMM's objective (also Monkey-Net's when Jacobians are off): multi-scale perceptual
     reconstruction + equivariance of keypoints and Jacobians (+ LSGAN and feature matching)."""
 
     def __init__(self, model: nn.Module, train_params: dict, pretrained_vgg: bool = True):
-        super().__init__()
-        self.weights = train_params["loss_weights"]
-        self.transform_params = train_params["transform_params"]
+        super().__init__(train_params, pretrained_vgg)
         self.scales = train_params["scales"]
-        self.perceptual = PerceptualPyramidLoss(
-            self.scales, self.weights["perceptual"], pretrained=pretrained_vgg
-        )
         self.use_gan = self.weights.get("generator_gan", 0) != 0 and model.discriminator is not None
         if self.use_gan:
             self.disc_scales = model.discriminator.scales
             self.pyramid = ImagePyramid(self.scales, 3)
 
-    @property
-    def warnings(self) -> list[str]:
-        return [] if self.perceptual.vgg.pretrained else [self.perceptual.vgg.weights_note]
-
     def generator_losses(self, model, source, driving) -> tuple[dict[str, torch.Tensor], dict]:
         out = model(source, driving)
-        losses = {"perceptual": self.perceptual(out["prediction"], driving)}
+        losses = self.reconstruction_losses(out["prediction"], driving)
         w = self.weights
-        if w.get("l1"):  # not in the papers (weight 0 in their presets); see preset_helpers.py
-            losses["l1"] = w["l1"] * (out["prediction"] - driving).abs().mean()
         if self.use_gan:
             real = self.pyramid(driving)
             generated = self.pyramid(out["prediction"])
@@ -77,9 +66,7 @@ class KeypointObjective(nn.Module):
                 use_jacobian=bool(w["equivariance_jacobian"]),
                 align_corners=getattr(model, "align_corners", True),
             )
-            for name, value in equivariance.items():
-                if w[name]:
-                    losses[name] = w[name] * value
+            self.add_weighted(losses, equivariance)
         return losses, out
 
     def discriminator_losses(self, model, driving, out) -> dict[str, torch.Tensor]:

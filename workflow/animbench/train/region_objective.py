@@ -14,7 +14,8 @@ import abc
 import torch
 from torch import nn
 
-from animbench.train.losses import PerceptualPyramidLoss, RandomTPS
+from animbench.train.losses import jacobian_equivariance, warped_detection
+from animbench.train.objective_base import ReconstructionObjective
 
 GENERATOR_SIDE = ("generator", "region_predictor", "bg_predictor")
 
@@ -32,56 +33,41 @@ def region_equivariance_losses(
     """Regions of a randomly warped frame, mapped back, must equal the frame's regions:
     shift mean|μ_d − T(μ_t)| and affine mean|I − A_d⁻¹·∇T·A_t| (times sign(·)₀₀ with
     `revert_axis_swap`, the SVD axis-swap fix). `align_corners`: the model's."""
-    transform = RandomTPS(
-        driving.shape[0],
-        **transform_params,
-        device=driving.device,
-        generator=generator,
-        align_corners=align_corners,
+    transform, transformed = warped_detection(
+        region_predictor, driving, transform_params, generator, align_corners
     )
-    transformed = region_predictor(transform.transform_frame(driving))
     shift_back = transform.warp_coordinates(transformed["shift"])
     out = {"equivariance_shift": (regions_driving["shift"] - shift_back).abs().mean()}
     if use_affine and "affine" in regions_driving:
-        affine_back = transform.jacobian(transformed["shift"]) @ transformed["affine"]
-        value = torch.inverse(regions_driving["affine"]) @ affine_back
-        if revert_axis_swap:
-            value = value * torch.sign(value[..., 0:1, 0:1])
-        eye = torch.eye(2, device=value.device, dtype=value.dtype).view(1, 1, 2, 2)
-        out["equivariance_affine"] = (eye - value).abs().mean()
+        out["equivariance_affine"] = jacobian_equivariance(
+            transform,
+            regions_driving["affine"],
+            transformed["shift"],
+            transformed["affine"],
+            revert_axis_swap,
+        )
     return out
 
 
-class RegionObjective(nn.Module):
+class RegionObjective(ReconstructionObjective):
     """MRAA stage 1: perceptual pyramid + region equivariance (+ the offline presets' pixel L1).
 
     `trained_networks` lists the networks the trainer optimises (the background predictor is
     left out when it has no parameters, bg_type 'zero').
     """
 
-    use_gan = False
+    paper = "MRAA"
 
     def __init__(self, model: nn.Module, train_params: dict, pretrained_vgg: bool = True):
-        super().__init__()
-        self.weights = train_params["loss_weights"]
-        self.transform_params = train_params["transform_params"]
-        self.perceptual = PerceptualPyramidLoss(
-            train_params["scales"], self.weights["perceptual"], pretrained=pretrained_vgg
-        )
+        super().__init__(train_params, pretrained_vgg)
         self.trained_networks = [
             name for name in GENERATOR_SIDE if any(True for _ in model.networks[name].parameters())
         ]
 
-    @property
-    def warnings(self) -> list[str]:
-        return [] if self.perceptual.vgg.pretrained else [self.perceptual.vgg.weights_note]
-
     def generator_losses(self, model, source, driving) -> tuple[dict[str, torch.Tensor], dict]:
         out = model(source, driving)
-        losses = {"perceptual": self.perceptual(out["prediction"], driving)}
+        losses = self.reconstruction_losses(out["prediction"], driving)
         w = self.weights
-        if w.get("l1"):  # not in the paper (weight 0 in its presets); see preset_helpers.py
-            losses["l1"] = w["l1"] * (out["prediction"] - driving).abs().mean()
         if w.get("equivariance_shift") or w.get("equivariance_affine"):
             equivariance = region_equivariance_losses(
                 model.region_predictor,
@@ -92,13 +78,8 @@ class RegionObjective(nn.Module):
                 revert_axis_swap=model.generator.revert_axis_swap,
                 align_corners=getattr(model, "align_corners", True),
             )
-            for name, value in equivariance.items():
-                if w.get(name):
-                    losses[name] = w[name] * value
+            self.add_weighted(losses, equivariance)
         return losses, out
-
-    def discriminator_losses(self, model, driving, out) -> dict[str, torch.Tensor]:
-        raise RuntimeError("MRAA trains no discriminator")
 
 
 def random_scale(

@@ -42,6 +42,36 @@ def _load_frozen(module: nn.Module, name: str, what: str, loss: str) -> tuple[bo
     return load_or_random(module, name, what, f"{loss} uses a randomly initialised {what}")
 
 
+class FrozenNetworkLoss(nn.Module):
+    """A loss on a frozen network (always in eval mode, no gradient to its weights) with
+    published weights: `pretrained` says whether they loaded, `weights_note` why not.
+    Subclasses name the network and its weight file (`published_weights`)."""
+
+    def freeze(self, pretrained: bool, what: str, published: bool, unpublished_error: str) -> None:
+        """End of `__init__`: load the published weights when `pretrained` (a ValueError with
+        `unpublished_error` if the architecture has none), then freeze."""
+        self.pretrained = False
+        self.weights_note = f"{what} randomly initialised (pretrained=False requested)"
+        if pretrained:
+            if not published:
+                raise ValueError(unpublished_error)
+            self.load_pretrained()
+        self.requires_grad_(False)
+        self.eval()
+
+    def published_weights(self) -> tuple[nn.Module, str, str, str]:
+        """(network, weight file name, its description, the loss's description)."""
+        raise NotImplementedError
+
+    def load_pretrained(self) -> tuple[bool, str]:
+        """Load the network's published weights (`weights.fetch(name)`); (loaded, note)."""
+        self.pretrained, self.weights_note = _load_frozen(*self.published_weights())
+        return self.pretrained, self.weights_note
+
+    def train(self, mode: bool = True) -> FrozenNetworkLoss:
+        return super().train(False)  # frozen, never in training mode
+
+
 # --- structure alignment (DINO ViT-B/8) ---------------------------------------------------------
 
 
@@ -55,7 +85,7 @@ def resized_shape(height: int, width: int, size: int, max_size: int | None) -> t
     return (new_long, new_short) if width <= height else (new_short, new_long)
 
 
-class StructureAlignmentLoss(nn.Module):
+class StructureAlignmentLoss(FrozenNetworkLoss):
     """Σ_b MSE(S(generated_b), S(driving_b)), S = cosine self-similarity of DINO's last keys.
 
     `vit_params` overrides DINO ViT-B/8's architecture (tests only: the published weights exist
@@ -78,24 +108,15 @@ class StructureAlignmentLoss(nn.Module):
         self.size, self.max_size, self.layer, self.antialias = size, max_size, layer, antialias
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), False)
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), False)
-        self.pretrained = False
-        self.weights_note = "DINO ViT randomly initialised (pretrained=False requested)"
-        if pretrained:
-            if params != VIT_B8:
-                raise ValueError(f"DINO weights exist for ViT-B/8 {VIT_B8} only, not {params}")
-            self.load_pretrained()
-        self.requires_grad_(False)
-        self.eval()
-
-    def load_pretrained(self) -> tuple[bool, str]:
-        """Load DINO ViT-B/8 (`weights.fetch('dino_vitb8')`); returns (loaded, note)."""
-        self.pretrained, self.weights_note = _load_frozen(
-            self.vit, "dino_vitb8", "DINO ViT-B/8", "the structure alignment loss"
+        self.freeze(
+            pretrained,
+            "DINO ViT",
+            params == VIT_B8,
+            f"DINO weights exist for ViT-B/8 {VIT_B8} only, not {params}",
         )
-        return self.pretrained, self.weights_note
 
-    def train(self, mode: bool = True) -> StructureAlignmentLoss:
-        return super().train(False)  # frozen, never in training mode
+    def published_weights(self) -> tuple[nn.Module, str, str, str]:
+        return self.vit, "dino_vitb8", "DINO ViT-B/8", "the structure alignment loss"
 
     def self_similarity(self, images: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] in [0, 1] → [B, T, T] (T = 785 for 224² and patch 8)."""
@@ -212,7 +233,7 @@ def build_sam(
     )
 
 
-class KeypointSemanticLoss(nn.Module):
+class KeypointSemanticLoss(FrozenNetworkLoss):
     """L_KS = Σ_i (1 − IKE_s,i · IKE_d,i / max(‖IKE_s,i‖·‖IKE_d,i‖, ε)) (paper Eq. 8).
 
     NOT the authors' code (never published): implemented from the paper. The keypoint semantic
@@ -264,24 +285,16 @@ class KeypointSemanticLoss(nn.Module):
         self.sam = build_sam(**params, image_size=image_size)
         self.variant, self.prompts, self.reduction, self.eps = variant, prompts, reduction, eps
         self.image_size = image_size
-        self.pretrained = False
-        self.weights_note = f"SAM {variant} randomly initialised (pretrained=False requested)"
-        if pretrained:
-            if params != SAM_VARIANTS[variant] or image_size != 1024:
-                raise ValueError(f"SAM weights exist for the published {variant} at 1024² only")
-            self.load_pretrained()
-        self.requires_grad_(False)
-        self.eval()
-
-    def load_pretrained(self) -> tuple[bool, str]:
-        """Load SAM's checkpoint (`weights.fetch('sam_<variant>')`); returns (loaded, note)."""
-        self.pretrained, self.weights_note = _load_frozen(
-            self.sam, f"sam_{self.variant}", f"SAM {self.variant}", "the keypoint semantic loss"
+        self.freeze(
+            pretrained,
+            f"SAM {variant}",
+            params == SAM_VARIANTS[variant] and image_size == 1024,
+            f"SAM weights exist for the published {variant} at 1024² only",
         )
-        return self.pretrained, self.weights_note
 
-    def train(self, mode: bool = True) -> KeypointSemanticLoss:
-        return super().train(False)  # frozen, never in training mode
+    def published_weights(self) -> tuple[nn.Module, str, str, str]:
+        v = self.variant
+        return self.sam, f"sam_{v}", f"SAM {v}", "the keypoint semantic loss"
 
     def _input_shape(self, height: int, width: int) -> tuple[int, int]:
         # segment_anything's ResizeLongestSide.get_preprocess_shape

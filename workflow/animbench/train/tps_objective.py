@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from animbench.models.tpsmm import TPS
-from animbench.train.losses import PerceptualPyramidLoss
+from animbench.train.objective_base import ReconstructionObjective
 from animbench.train.region_objective import AVDStageObjective
 
 GENERATOR_SIDE = ("inpainting_network", "dense_motion_network", "kp_detector", "bg_predictor")
@@ -63,22 +63,17 @@ def bg_loss(bg_param: torch.Tensor, bg_param_reverse: torch.Tensor) -> torch.Ten
     return (eye - bg_param @ bg_param_reverse).abs().mean()
 
 
-class TPSObjective(nn.Module):
+class TPSObjective(ReconstructionObjective):
     """TPSMM stage 1; the trainer calls `set_epoch` before each step (dropout, bg_start).
 
     `trained_networks`: inpainting, dense motion and kp detector (one Adam over the three in
     the reference; one per network here, the same updates) and the background predictor.
     """
 
-    use_gan = False
+    paper = "TPSMM"
 
     def __init__(self, model: nn.Module, train_params: dict, pretrained_vgg: bool = True):
-        super().__init__()
-        self.weights = train_params["loss_weights"]
-        self.transform_params = train_params["transform_params"]
-        self.perceptual = PerceptualPyramidLoss(
-            train_params["scales"], self.weights["perceptual"], pretrained=pretrained_vgg
-        )
+        super().__init__(train_params, pretrained_vgg)
         self.dropout = {
             "dropout_epoch": train_params["dropout_epoch"],
             "startp": train_params["dropout_startp"],
@@ -88,10 +83,6 @@ class TPSObjective(nn.Module):
         self.bg_start = train_params.get("bg_start", 0)
         self.trained_networks = [n for n in GENERATOR_SIDE if n in model.networks]
         self.epoch = 0
-
-    @property
-    def warnings(self) -> list[str]:
-        return [] if self.perceptual.vgg.pretrained else [self.perceptual.vgg.weights_note]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -103,10 +94,8 @@ class TPSObjective(nn.Module):
     def generator_losses(self, model, source, driving) -> tuple[dict[str, torch.Tensor], dict]:
         use_bg = model.bg_predictor is not None and self.epoch >= self.bg_start
         out = model(source, driving, dropout_p=self.dropout_p, use_bg=use_bg)
-        losses = {"perceptual": self.perceptual(out["prediction"], driving)}
+        losses = self.reconstruction_losses(out["prediction"], driving)
         w = self.weights
-        if w.get("l1"):  # not in the paper (weight 0 in its presets); see preset_helpers.py
-            losses["l1"] = w["l1"] * (out["prediction"] - driving).abs().mean()
         if w.get("equivariance_value"):
             losses["equivariance_value"] = w["equivariance_value"] * tps_equivariance_value(
                 model.kp_detector, driving, out["kp_driving"], self.transform_params
@@ -118,9 +107,6 @@ class TPSObjective(nn.Module):
             reverse = model.bg_predictor(driving, source)
             losses["bg"] = w["bg"] * bg_loss(out["bg_param"], reverse)
         return losses, out
-
-    def discriminator_losses(self, model, driving, out) -> dict[str, torch.Tensor]:
-        raise RuntimeError("TPSMM trains no discriminator")
 
 
 def random_scale_keypoints(
