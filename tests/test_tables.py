@@ -586,3 +586,22 @@ def test_mtia_table5_parameters_are_the_papers_trainable_counts():
         name = f"mtia-taichi256-{preset}".rstrip("-")
         total, frozen = tables.preset_parameters(name, None, ["kp_detector"])
         assert frozen == 49_152 and round((total - frozen) / 1e6, 2) == paper
+
+
+def test_akd_note_counts_the_frames_without_keypoints(tmp_path) -> None:
+    """AKD averages only frames with keypoints in both; a row whose prediction lost keypoints
+    says over how many frames it stands, and a row that lost none says nothing."""
+    lost = metric_rows("vox", "fomm", [4, 6])
+    lost["akd_frames"] = [1, 6]
+    lost["akd_skipped"] = [3, 0]
+    lost["akd_sum"] = [1.5, 9.0]
+    paths = [
+        write_parquet_atomic(lost, tmp_path / "fomm.parquet"),
+        write_parquet_atomic(metric_rows("vox", "source-copy", [4, 6]), tmp_path / "sc.parquet"),
+    ]
+    table = tables.write_table2(paths, SPEC, tmp_path / "table2.parquet")
+    akd = row(table, "vox", "FOMM", "AKD")
+    assert akd.value == pytest.approx(10.5 / 7) and akd.n_frames == 7
+    assert "AKD over 7 of 10 frames: no keypoints detected" in akd.note and "3 (30%)" in akd.note
+    assert "AKD over" not in row(table, "vox", "Source copy", "AKD").note
+    assert "AKD over" not in row(table, "vox", "FOMM", "L1").note

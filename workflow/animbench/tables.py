@@ -169,6 +169,16 @@ def _measure(
                 f"{metric} uses {label}: protocol-compatible, not identical to the "
                 "paper's detectors"
             )
+        if metric == "AKD" and "akd_skipped" in group:
+            # AKD averages the frames with keypoints in both; frames the detector lost in the
+            # prediction are not in it, so say how many (a blurred model can lose many)
+            skipped = int(group["akd_skipped"].fillna(0).sum())
+            if skipped:
+                total = int(group["n_frames"].sum())
+                notes.append(
+                    f"AKD over {total - skipped} of {total} frames: no keypoints detected in "
+                    f"both ground truth and prediction in {skipped} ({skipped / total:.0%})"
+                )
         warnings = _unique(group.get("warnings"))
         if warnings:
             notes.append(f"reconstruction warnings: {warnings}")
