@@ -70,6 +70,12 @@ def test_every_method_beats_source_copy_on_akd(ci_run: Path):
         for method in METHODS:
             value = _value(table, dataset, method, "AKD")
             assert value < floor, f"{dataset} AKD: {method} {value:.4f} ≥ source copy {floor:.4f}"
+            # AKD averages the frames with markers in both: a model that blurs the markers
+            # away must not win on the few frames left (MTIA at 300 face steps kept 3 of 192)
+            rows = table[(table.dataset == dataset) & (table.method == method)]
+            akd_frames = int(rows[rows.metric == "AKD"].n_frames.iloc[0])
+            frames = int(rows[rows.metric == "L1"].n_frames.iloc[0])
+            assert akd_frames >= frames / 2, f"{dataset} AKD of {method}: {akd_frames}/{frames}"
 
 
 def test_table2_records_provenance(ci_run: Path):

@@ -224,7 +224,7 @@ def test_worker_stops_when_closed_or_collected(prefix: Path) -> None:
     process = det._process
     del det
     gc.collect()
-    assert process.wait(timeout=10) == 0
+    assert process.wait(timeout=openpifpaf_backend.STOP_TIMEOUT_S + 10) == 0
 
 
 def test_checkpoint_through_the_weights_cache(prefix: Path, tmp_path: Path, monkeypatch) -> None:

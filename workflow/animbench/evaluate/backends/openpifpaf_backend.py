@@ -74,6 +74,11 @@ def pose_env_python(prefix: str | os.PathLike | None = None) -> Path:
     return pose_env.pose_python(prefix)
 
 
+# a worker still importing torch and openpifpaf reads the exit request only once it is up:
+# seconds on an idle machine, more than 10 on a loaded one (a test saw it killed at 10)
+STOP_TIMEOUT_S = 60
+
+
 def _stop(process: subprocess.Popen) -> None:
     """Ask the worker to exit (length 0), then make sure it does."""
     if process.poll() is None:
@@ -81,7 +86,7 @@ def _stop(process: subprocess.Popen) -> None:
             process.stdin.write(_LENGTH.pack(0))
             process.stdin.flush()
             process.stdin.close()
-            process.wait(timeout=10)
+            process.wait(timeout=STOP_TIMEOUT_S)
         except (OSError, ValueError, subprocess.TimeoutExpired):
             process.kill()
             process.wait()
