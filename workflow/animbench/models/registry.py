@@ -2,7 +2,7 @@
 
 `build(preset)` returns an animator module whose `networks` dict maps the authors' checkpoint
 keys (generator, kp_detector, ...) to modules. A new model is a new motion estimator plus a
-preset: register its builder in MODEL_BUILDERS and its presets in models/<family>_presets.py,
+preset: name its class in MODEL_BUILDERS and its presets in models/<family>_presets.py,
 gathered into PRESETS by models/presets.py.
 
 A model from another package (models/base.py) is named by a reference instead of a key:
@@ -41,43 +41,21 @@ METHOD_NAMES = {
 PLANNED: dict[str, str] = {}
 
 
-def _build_fomm(model_params: dict) -> nn.Module:
-    from animbench.models.fomm import FOMM
-
-    return FOMM(**model_params)
-
-
-def _build_mraa(model_params: dict) -> nn.Module:
-    from animbench.models.mraa import MRAA
-
-    return MRAA(**model_params)
-
-
-def _build_mtia(model_params: dict) -> nn.Module:
-    from animbench.models.mtia import MTIA
-
-    return MTIA(**model_params)
-
-
-def _build_tpsmm(model_params: dict) -> nn.Module:
-    from animbench.models.tpsmm import TPSMM
-
-    return TPSMM(**model_params)
-
-
-def _build_cpabmm(model_params: dict) -> nn.Module:
-    from animbench.models.cpabmm import CPABMM
-
-    return CPABMM(**model_params)
-
-
-MODEL_BUILDERS: dict[str, Callable[[dict], nn.Module]] = {
-    "fomm": _build_fomm,
-    "mraa": _build_mraa,
-    "mtia": _build_mtia,
-    "tpsmm": _build_tpsmm,
-    "cpabmm": _build_cpabmm,
+# the built-in families by key: "module:Class", imported on first build (lazily, as the
+# detectors' registry and models from other packages: reading presets needs no torch)
+MODEL_BUILDERS: dict[str, str] = {
+    "fomm": "animbench.models.fomm:FOMM",
+    "mraa": "animbench.models.mraa:MRAA",
+    "mtia": "animbench.models.mtia:MTIA",
+    "tpsmm": "animbench.models.tpsmm:TPSMM",
+    "cpabmm": "animbench.models.cpabmm:CPABMM",
 }
+
+
+def _built_in_builder(model: str) -> Callable[[dict], nn.Module]:
+    module_name, _, class_name = MODEL_BUILDERS[model].partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return lambda model_params: cls(**model_params)
 
 
 ENTRY_POINT_GROUP = "animbench.models"
@@ -212,7 +190,7 @@ def build(preset: str | dict, overrides: dict | None = None) -> nn.Module:
     spec = get_preset(preset, overrides) if isinstance(preset, str) else preset
     model = spec["model"]
     if model in MODEL_BUILDERS:
-        builder = MODEL_BUILDERS[model]
+        builder = _built_in_builder(model)
     elif model in PLANNED or not is_external(model):
         raise NotImplementedYet(
             f"model '{model}' is not implemented yet ({PLANNED.get(model, '?')})"
