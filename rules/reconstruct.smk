@@ -25,7 +25,8 @@ rule reconstruct:
         device=config["device"],
         cache=CACHE,
         pins=WEIGHT_PINS,
+        quantisation=config["reconstruction"]["quantisation"],
     shell:
         "ANIMBENCH_CACHE={params.cache:q} animbench reconstruct --threads {threads} --data {params.data:q} --method {wildcards.method}"
         " {params.checkpoint} --out {output:q} --device {params.device}"
-        " --weight-pins {params.pins:q} > {log:q} 2>&1"
+        " --quantisation {params.quantisation} --weight-pins {params.pins:q} > {log:q} 2>&1"

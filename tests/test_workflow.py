@@ -293,3 +293,27 @@ def test_bad_config_fails_with_one_line(tmp_path, text, message):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith(f"animbench: {message}")
+
+
+def test_reconstruction_quantisation_reaches_the_reconstruct_jobs(tmp_path):
+    """Truncation (the authors') by default; `reconstruction.quantisation: round` in the config
+    reaches every reconstruct job, and a value outside the two is a config error."""
+
+    def commands(*extra: str) -> list[str]:
+        proc = snakemake(
+            "results/table2.parquet", "--profile", "profiles/ci", *extra, "-n", "--forceall", "-p"
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return [line for line in proc.stdout.splitlines() if " reconstruct --threads" in line]
+
+    default = commands()
+    assert default and all("--quantisation truncate" in line for line in default)
+    rounding = tmp_path / "round.yaml"
+    rounding.write_text("reconstruction: {quantisation: round}\n")
+    rounded = commands("--configfile", "config.yaml", "profiles/ci/benchmark.yaml", str(rounding))
+    assert len(rounded) == len(default)
+    assert all("--quantisation round" in line for line in rounded)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("reconstruction: {quantisation: nearest}\n")
+    proc = snakemake("-n", "--workflow-profile", "none", "--configfile", "config.yaml", str(bad))
+    assert proc.returncode != 0 and "nearest" in proc.stdout + proc.stderr
