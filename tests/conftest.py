@@ -83,14 +83,20 @@ def _no_network(*args, **kwargs):
 
 
 @contextlib.contextmanager
-def serve_folder(root: Path):
-    """A quiet loopback HTTP server of `root` for the duration: yields its base URL."""
+def serve_folder(root: Path, requested: list[str] | None = None):
+    """A quiet loopback HTTP server of `root` for the duration: yields its base URL. With
+    `requested`, the path of every GET is appended to it."""
     import http.server
     import threading
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, directory=str(root), **kwargs)
+
+        def do_GET(self):
+            if requested is not None:
+                requested.append(self.path)
+            super().do_GET()
 
         def log_message(self, *args):
             pass
@@ -102,6 +108,7 @@ def serve_folder(root: Path):
         yield f"http://127.0.0.1:{httpd.server_address[1]}"
     finally:
         httpd.shutdown()
+        httpd.server_close()
         thread.join()
 
 

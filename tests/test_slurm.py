@@ -16,21 +16,19 @@ Runs in a copy of the repository so a developer's own results/ is left alone.
 
 from __future__ import annotations
 
-import contextlib
-import http.server
 import json
 import math
 import os
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from ci_support import REPO, _ignore
+from conftest import serve_folder
 
 # ----------------------------------------------------------------------------- stand-ins
 
@@ -210,32 +208,6 @@ def lpips_files(folder: Path) -> dict[str, Path]:
     return {"alexnet": folder / "alexnet.pth", "lpips_alex": folder / "alex.pth"}
 
 
-@contextlib.contextmanager
-def loopback_server(root: Path) -> Iterator[tuple[str, list[str]]]:
-    """(base URL, paths requested so far) of an HTTP server on 127.0.0.1 serving `root`."""
-    requested: list[str] = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, directory=str(root), **kwargs)
-
-        def do_GET(self):
-            requested.append(self.path)
-            super().do_GET()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", requested
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.fixture(scope="module")
 def slurm_run(tmp_path_factory) -> Iterator[dict]:
     """The copy's folder, every stand-in call ({tool, argv}) of one profile run, and the paths
@@ -250,7 +222,8 @@ def slurm_run(tmp_path_factory) -> Iterator[dict]:
     install_standins(bindir)
     state.mkdir()
     files = lpips_files(tmp / "www")
-    with loopback_server(tmp / "www") as (url, requested):
+    requested: list[str] = []
+    with serve_folder(tmp / "www", requested) as url:
         pins = {
             name: {"url": f"{url}/{path.name}", "sha256": sha256_file(path)}
             for name, path in files.items()

@@ -10,6 +10,8 @@ so their checkpoints load strictly.
 
 from __future__ import annotations
 
+import abc
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -132,7 +134,7 @@ def _hourglass_channels(block_expansion: int, max_features: int, level: int) -> 
     return min(max_features, block_expansion * (2**level))
 
 
-class _HourglassPart(nn.Module):
+class _HourglassPart(nn.Module, abc.ABC):
     """The hourglass and its halves: level i has min(max_features, block_expansion·2^i)
     channels; `build` makes the modules (the hyper-parameters are not stored, so the module
     keeps only its checkpoint keys)."""
@@ -148,8 +150,9 @@ class _HourglassPart(nn.Module):
         super().__init__()
         self.build(block_expansion, in_features, num_blocks, max_features, norm)
 
+    @abc.abstractmethod
     def build(self, block_expansion, in_features, num_blocks, max_features, norm) -> None:
-        raise NotImplementedError
+        """Make the part's modules (Encoder, Decoder and Hourglass each their own)."""
 
 
 class Encoder(_HourglassPart):

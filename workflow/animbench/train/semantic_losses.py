@@ -21,6 +21,7 @@ otherwise), and without the file they keep a random initialisation, warn, and sa
 
 from __future__ import annotations
 
+import abc
 import importlib
 import importlib.util
 import sys
@@ -42,7 +43,7 @@ def _load_frozen(module: nn.Module, name: str, what: str, loss: str) -> tuple[bo
     return load_or_random(module, name, what, f"{loss} uses a randomly initialised {what}")
 
 
-class FrozenNetworkLoss(nn.Module):
+class FrozenNetworkLoss(nn.Module, abc.ABC):
     """A loss on a frozen network (always in eval mode, no gradient to its weights) with
     published weights: `pretrained` says whether they loaded, `weights_note` why not.
     Subclasses name the network and its weight file (`published_weights`)."""
@@ -59,9 +60,9 @@ class FrozenNetworkLoss(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
+    @abc.abstractmethod
     def published_weights(self) -> tuple[nn.Module, str, str, str]:
         """(network, weight file name, its description, the loss's description)."""
-        raise NotImplementedError
 
     def load_pretrained(self) -> tuple[bool, str]:
         """Load the network's published weights (`weights.fetch(name)`); (loaded, note)."""
