@@ -46,20 +46,9 @@ TEST_IDENTITY_OFFSET = 50000
 # any two are >= 127 apart (RGB distance) and each is >= 130 from every desaturated colour the
 # renderer uses (channels in [30, 220], spread <= 70, or those darkened).
 MARKER_PALETTE = np.array(
-    [
-        (255, 0, 0),
-        (0, 255, 0),
-        (0, 0, 255),
-        (255, 255, 0),
-        (255, 0, 255),
-        (0, 255, 255),
-        (255, 128, 0),
-        (128, 0, 255),
-        (0, 255, 128),
-        (255, 0, 128),
-        (128, 255, 0),
-        (0, 128, 255),
-    ],
+    # primaries and secondaries, then the half-tone mixes
+    [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255), (0, 255, 255)]
+    + [(255, 128, 0), (128, 0, 255), (0, 255, 128), (255, 0, 128), (128, 255, 0), (0, 128, 255)],
     dtype=np.uint8,
 )
 

@@ -43,6 +43,7 @@ from animbench.networks.alexnet import (
     alexnet_features,
     load_features,
 )
+from animbench.networks.published import FrozenNetwork
 
 FRAME_METRICS = ("psnr", "ssim", "lpips")  # frames.parquet columns, in this order
 PSNR_CAP = 100.0  # dB, the PSNR of identical frames
@@ -95,7 +96,7 @@ def bundled_heads() -> Path | None:
     return path if path.is_file() and sha256_file(path).startswith(pin) else None
 
 
-class LPIPS(nn.Module):
+class LPIPS(FrozenNetwork):
     """LPIPS v0.1, AlexNet trunk: a frozen network mapping two image batches [N, 3, H, W] in
     [0, 1] to distances [N] (H, W ≥ 32).
 
@@ -114,12 +115,7 @@ class LPIPS(nn.Module):
             nn.init.constant_(lin.weight, 1.0 / channels)
         self.register_buffer("shift", torch.tensor(_SHIFT).view(1, 3, 1, 1))
         self.register_buffer("scale", torch.tensor(_SCALE).view(1, 3, 1, 1))
-        self.pretrained = False
-        self.weights_note = "LPIPS randomly initialised (pretrained=False requested)"
-        if pretrained:
-            self.pretrained, self.weights_note = self._load_pretrained()
-        self.requires_grad_(False)
-        self.eval()
+        self.freeze(pretrained, "LPIPS")
 
     def load_trunk(self, path: str | Path) -> None:
         """torchvision's AlexNet state_dict (features.* keys; the classifier is ignored)."""
@@ -131,7 +127,8 @@ class LPIPS(nn.Module):
         heads = {f"{i}.weight": state[f"lin{i}.model.1.weight"] for i in range(len(_CHANNELS))}
         self.lins.load_state_dict(heads, strict=True)
 
-    def _load_pretrained(self) -> tuple[bool, str]:
+    def load_pretrained(self) -> tuple[bool, str]:
+        """The ImageNet AlexNet trunk and the official heads (bundled, else fetched)."""
         trunk, reason = weights.fetch("alexnet")
         if trunk is None:
             return False, f"AlexNet trunk {weights.WEIGHTS['alexnet'].filename} missing: {reason}"
@@ -143,9 +140,6 @@ class LPIPS(nn.Module):
         self.load_trunk(trunk)
         self.load_heads(heads)
         return True, f"LPIPS v0.1 alex: trunk {trunk}, heads {heads}"
-
-    def train(self, mode: bool = True) -> LPIPS:
-        return super().train(False)  # always frozen
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         _check(x, y)

@@ -124,6 +124,16 @@ class Animator(nn.Module):
         nets = {name: getattr(self, name, None) for name in self.network_names}
         return {name: net for name, net in nets.items() if net is not None}
 
+    def resolve_common(self, common_params: dict, defaults: dict, required: tuple = ()) -> dict:
+        """`resolve_common_params` for this family; it also sets `self.align_corners`, the
+        grid_sample convention of its warps (DESIGN.md §1; each family's presets state theirs).
+        Absent (checkpoints written before the key existed): True, what animbench then ran."""
+        common = resolve_common_params(
+            common_params, self.method, {**defaults, "align_corners": True}, required
+        )
+        self.align_corners = bool(common["align_corners"])
+        return common
+
     def _keeps_frame(self) -> bool:
         if self.keep_frame is None:
             return getattr(self, "bg_predictor", None) is not None

@@ -134,6 +134,39 @@ def _hourglass_channels(block_expansion: int, max_features: int, level: int) -> 
     return min(max_features, block_expansion * (2**level))
 
 
+class SourceEncoder(nn.Module):
+    """Base of the generators (FOMM's, hence MRAA's and MTIA's, and TPSMM's inpainting
+    network): the source encoder under the authors' keys, `first` (a 7×7 SameBlock2d) and
+    `down_blocks` (level i has min(max_features, block_expansion·2^i) channels)."""
+
+    def build_encoder(
+        self,
+        num_channels: int,
+        block_expansion: int,
+        max_features: int,
+        num_down_blocks: int,
+        norm=batch_norm,
+    ) -> None:
+        self.first = SameBlock2d(num_channels, block_expansion, kernel_size=7, padding=3, norm=norm)
+        self.down_blocks = nn.ModuleList(
+            DownBlock2d(
+                _hourglass_channels(block_expansion, max_features, i),
+                _hourglass_channels(block_expansion, max_features, i + 1),
+                norm=norm,
+            )
+            for i in range(num_down_blocks)
+        )
+
+    def encode(self, source_image: torch.Tensor) -> list[torch.Tensor]:
+        """The source's encoder features, every level (`first`'s, then each down block's):
+        they depend on the source alone, so reconstruction computes them once per clip and
+        passes them as `source_features`."""
+        levels = [self.first(source_image)]
+        for block in self.down_blocks:
+            levels.append(block(levels[-1]))
+        return levels
+
+
 class _HourglassPart(nn.Module, abc.ABC):
     """The hourglass and its halves: level i has min(max_features, block_expansion·2^i)
     channels; `build` makes the modules (the hyper-parameters are not stored, so the module

@@ -18,10 +18,9 @@ from torch import nn
 from animbench.models.base import Animator
 from animbench.models.blocks import (
     AntiAliasInterpolation2d,
-    DownBlock2d,
     Hourglass,
     ResBlock2d,
-    SameBlock2d,
+    SourceEncoder,
     UpBlock2d,
     heatmap_mean,
     init_identity_jacobian,
@@ -188,7 +187,7 @@ class DenseMotionNetwork(nn.Module):
         return out
 
 
-class OcclusionAwareGenerator(nn.Module):
+class OcclusionAwareGenerator(SourceEncoder):
     """Encoder, warp of the encoded source by the dense motion, occlusion, bottleneck, decoder."""
 
     def __init__(
@@ -220,10 +219,7 @@ class OcclusionAwareGenerator(nn.Module):
         def channels(level: int) -> int:
             return min(max_features, block_expansion * (2**level))
 
-        self.first = SameBlock2d(num_channels, block_expansion, kernel_size=7, padding=3)
-        self.down_blocks = nn.ModuleList(
-            DownBlock2d(channels(i), channels(i + 1)) for i in range(num_down_blocks)
-        )
+        self.build_encoder(num_channels, block_expansion, max_features, num_down_blocks)
         self.up_blocks = nn.ModuleList(
             UpBlock2d(channels(num_down_blocks - i), channels(num_down_blocks - i - 1))
             for i in range(num_down_blocks)
@@ -234,41 +230,62 @@ class OcclusionAwareGenerator(nn.Module):
         self.final = nn.Conv2d(block_expansion, num_channels, kernel_size=7, padding=3)
         self.num_channels = num_channels
 
-    def encode(self, source_image: torch.Tensor) -> list[torch.Tensor]:
-        """The source's encoder features, every level (the first block's, then each down
-        block's): they depend on the source alone, so reconstruction computes them once per
-        clip and passes them as `source_features`."""
-        levels = [self.first(source_image)]
-        for block in self.down_blocks:
-            levels.append(block(levels[-1]))
-        return levels
+    def decode(
+        self,
+        features: list[torch.Tensor],
+        source_image: torch.Tensor,
+        motion: dict | None,
+        warped_skips: bool = False,
+    ) -> torch.Tensor:
+        """The prediction from the source's encoder `features`: the deepest warped by `motion`
+        and weighted by its occlusion, then bottleneck and decoder. With `warped_skips` (MRAA's
+        and MTIA's generators), each decoder input and the output become
+        warp(skip)·occ + decoder·(1 − occ), the source as the output's skip."""
+        out = features[-1] if motion is None else occlusion_blend(features[-1], None, motion, self)
+        out = self.bottleneck(out)
+        for i, block in enumerate(self.up_blocks):
+            if warped_skips:
+                out = occlusion_blend(features[-(i + 1)], out, motion, self)
+            out = block(out)
+        if warped_skips:
+            out = occlusion_blend(features[0], out, motion, self)
+        out = torch.sigmoid(self.final(out))
+        if warped_skips:
+            out = occlusion_blend(source_image, out, motion, self)
+        return out
 
     def forward(
         self, source_image, kp_driving, kp_source, source_features=None
     ) -> dict[str, torch.Tensor]:
         if source_features is None:
             source_features = self.encode(source_image)
-        out = source_features[-1]
         result: dict[str, torch.Tensor] = {}
+        motion = None
         if self.dense_motion_network is not None:
             motion = self.dense_motion_network(source_image, kp_driving, kp_source)
             result.update(motion)
-            out = warp(out, motion["deformation"], align_corners=self.align_corners)
-            occlusion_map = motion.get("occlusion_map")
-            if occlusion_map is not None:
-                if occlusion_map.shape[2:] != out.shape[2:]:
-                    occlusion_map = F.interpolate(
-                        occlusion_map, size=out.shape[2:], mode="bilinear"
-                    )
-                out = out * occlusion_map
             result["deformed"] = warp(
                 source_image, motion["deformation"], align_corners=self.align_corners
             )
-        out = self.bottleneck(out)
-        for block in self.up_blocks:
-            out = block(out)
-        result["prediction"] = torch.sigmoid(self.final(out))
+        result["prediction"] = self.decode(source_features, source_image, motion)
         return result
+
+
+def occlusion_blend(
+    image: torch.Tensor, previous: torch.Tensor | None, motion: dict, generator: nn.Module
+) -> torch.Tensor:
+    """warp(image)·occ + previous·(1 − occ): `image` warped by the motion's `deformation`
+    (with the generator's align_corners), the occlusion map resized to it; without a previous,
+    warp(image)·occ; without an occlusion map, warp(image)."""
+    warped = warp(image, motion["deformation"], align_corners=generator.align_corners)
+    occlusion = motion.get("occlusion_map")
+    if occlusion is None:
+        return warped
+    if occlusion.shape[2:] != warped.shape[2:]:
+        occlusion = F.interpolate(occlusion, size=warped.shape[2:], mode="bilinear")
+    if previous is None:
+        return warped * occlusion
+    return warped * occlusion + previous * (1 - occlusion)
 
 
 class DiscriminatorBlock(nn.Module):

@@ -18,10 +18,9 @@ predictor 14,146,728; generator 45,575,391 (incl. the flow predictor); backgroun
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from animbench.models.base import Animator, resolve_common_params
+from animbench.models.base import Animator
 from animbench.models.blocks import (
     Encoder,
     heatmap_covariance,
@@ -273,25 +272,10 @@ class Generator(OcclusionAwareGenerator):
         self.skips = skips
         self.revert_axis_swap = revert_axis_swap
 
-    def apply_motion(self, skip: torch.Tensor, previous: torch.Tensor | None, motion: dict | None):
-        """warp(skip)·occ (+ previous·(1 − occ)); without motion, previous (or the skip)."""
-        if motion is None:
-            return skip if previous is None else previous
-        skip = warp(skip, motion["deformation"], align_corners=self.align_corners)
-        occlusion = motion.get("occlusion_map")
-        if occlusion is None:
-            return skip
-        if occlusion.shape[2:] != skip.shape[2:]:
-            occlusion = F.interpolate(occlusion, size=skip.shape[2:], mode="bilinear")
-        if previous is None:
-            return skip * occlusion
-        return skip * occlusion + previous * (1 - occlusion)
-
     def forward(
         self, source_image, regions_driving, regions_source, bg_params=None, source_features=None
     ) -> dict[str, torch.Tensor]:
         skips = source_features if source_features is not None else self.encode(source_image)
-        out = skips[-1]
         result: dict[str, torch.Tensor] = {}
         motion = None
         if self.pixelwise_flow_predictor is not None:
@@ -302,17 +286,9 @@ class Generator(OcclusionAwareGenerator):
             result["deformed"] = warp(
                 source_image, motion["deformation"], align_corners=self.align_corners
             )
-        out = self.bottleneck(self.apply_motion(out, None, motion))
-        for i, block in enumerate(self.up_blocks):
-            if self.skips:
-                out = self.apply_motion(skips[-(i + 1)], out, motion)
-            out = block(out)
-        if self.skips:
-            out = self.apply_motion(skips[0], out, motion)
-        out = torch.sigmoid(self.final(out))
-        if self.skips:
-            out = self.apply_motion(source_image, out, motion)
-        result["prediction"] = out
+        result["prediction"] = self.decode(
+            skips, source_image, motion, self.skips and motion is not None
+        )
         return result
 
 
@@ -396,23 +372,14 @@ class MRAA(Animator):
         avd_network_params: dict | None = None,
     ):
         super().__init__()
-        # align_corners: MRAA trained on torch 1.4 (grid_sample default False); the presets
-        # say so. Absent (checkpoints written before the key existed): True, what animbench
-        # then ran.
-        common = resolve_common_params(
+        # MRAA trained on torch 1.4, whose grid_sample default is align_corners=False
+        common = self.resolve_common(
             common_params,
-            self.method,
-            {
-                "num_channels": 3,
-                "estimate_affine": True,
-                "revert_axis_swap": True,
-                "align_corners": True,
-            },
+            {"num_channels": 3, "estimate_affine": True, "revert_axis_swap": True},
             required=("num_regions",),
         )
         num_regions, num_channels = common["num_regions"], common["num_channels"]
         estimate_affine, revert_axis_swap = common["estimate_affine"], common["revert_axis_swap"]
-        self.align_corners = bool(common["align_corners"])
         self.region_predictor = RegionPredictor(
             num_regions=num_regions,
             num_channels=num_channels,

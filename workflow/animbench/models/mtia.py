@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from animbench.models.base import Animator, resolve_common_params
+from animbench.models.base import Animator
 from animbench.models.blocks import warp
 from animbench.models.fomm import DenseMotionNetwork, MultiScaleDiscriminator
 from animbench.models.fomm import OcclusionAwareGenerator as _FOMMGenerator
@@ -305,19 +305,6 @@ class Generator(_FOMMGenerator):
             )
         self.skips = skips
 
-    def _blend(
-        self, skip: torch.Tensor, previous: torch.Tensor | None, motion: dict
-    ) -> torch.Tensor:
-        skip = warp(skip, motion["deformation"], align_corners=self.align_corners)
-        occlusion = motion.get("occlusion_map")
-        if occlusion is None:
-            return skip
-        if occlusion.shape[2:] != skip.shape[2:]:
-            occlusion = F.interpolate(occlusion, size=skip.shape[2:], mode="bilinear")
-        if previous is None:
-            return skip * occlusion
-        return skip * occlusion + previous * (1 - occlusion)
-
     def forward(
         self,
         source_image: torch.Tensor,
@@ -329,7 +316,6 @@ class Generator(_FOMMGenerator):
         if not self.skips and bg_params is None:
             return super().forward(source_image, kp_driving, kp_source, source_features)
         skips = source_features if source_features is not None else self.encode(source_image)
-        out = skips[-1]
         result: dict[str, torch.Tensor] = {}
         motion = None
         if self.dense_motion_network is not None:
@@ -339,19 +325,9 @@ class Generator(_FOMMGenerator):
             result["deformed"] = warp(
                 source_image, motion["deformation"], align_corners=self.align_corners
             )
-            out = self._blend(out, None, motion)
-        out = self.bottleneck(out)
-        use_skips = self.skips and motion is not None
-        for i, block in enumerate(self.up_blocks):
-            if use_skips:
-                out = self._blend(skips[-(i + 1)], out, motion)
-            out = block(out)
-        if use_skips:
-            out = self._blend(skips[0], out, motion)
-        out = torch.sigmoid(self.final(out))
-        if use_skips:
-            out = self._blend(source_image, out, motion)
-        result["prediction"] = out
+        result["prediction"] = self.decode(
+            skips, source_image, motion, self.skips and motion is not None
+        )
         return result
 
 
@@ -376,17 +352,12 @@ class MTIA(Animator):
         discriminator_params: dict | None = None,
     ):
         super().__init__()
-        # align_corners: MTIA trained on torch 1.6 (grid_sample default False); the presets
-        # say so. Absent (checkpoints written before the key existed): True, what animbench
-        # then ran.
-        common = resolve_common_params(
-            common_params,
-            self.method,
-            {"num_kp": 10, "num_channels": 3, "estimate_jacobian": True, "align_corners": True},
+        # MTIA trained on torch 1.6, whose grid_sample default is align_corners=False
+        common = self.resolve_common(
+            common_params, {"num_kp": 10, "num_channels": 3, "estimate_jacobian": True}
         )
         num_kp, num_channels = common["num_kp"], common["num_channels"]
         estimate_jacobian = common["estimate_jacobian"]
-        self.align_corners = bool(common["align_corners"])
         self.kp_detector = TransformerKPDetector(
             num_kp=num_kp,
             num_channels=num_channels,

@@ -24,13 +24,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from animbench.errors import ConfigError
-from animbench.models.base import Animator, resolve_common_params
+from animbench.models.base import Animator
 from animbench.models.blocks import (
     AntiAliasInterpolation2d,
-    DownBlock2d,
     Hourglass,
     ResBlock2d,
-    SameBlock2d,
+    SourceEncoder,
     UpBlock2d,
     instance_norm,
     kp2gaussian,
@@ -332,7 +331,7 @@ class DenseMotionNetwork(nn.Module):
         }
 
 
-class InpaintingNetwork(nn.Module):
+class InpaintingNetwork(SourceEncoder):
     """Encoder (SameBlock + `num_down_blocks` DownBlocks), then per level from the bottleneck:
     2 ResBlocks + UpBlock, concatenated with the warped, occluded encoder feature of the next
     level (occlusion mask i ↔ level i). Output: out·(1 − occ) + warp(source)·occ.
@@ -358,12 +357,7 @@ class InpaintingNetwork(nn.Module):
         self.num_down_blocks = n
         self.multi_mask = multi_mask
         self.num_channels = num_channels
-        self.first = SameBlock2d(
-            num_channels, block_expansion, kernel_size=7, padding=3, norm=instance_norm
-        )
-        self.down_blocks = nn.ModuleList(
-            DownBlock2d(channels(i), channels(i + 1), norm=instance_norm) for i in range(n)
-        )
+        self.build_encoder(num_channels, block_expansion, max_features, n, norm=instance_norm)
         in_features = [channels(n)] + [2 * channels(n - i) for i in range(1, n)]
         self.up_blocks = nn.ModuleList(
             UpBlock2d(in_features[i], channels(n - i - 1), norm=instance_norm) for i in range(n)
@@ -387,14 +381,6 @@ class InpaintingNetwork(nn.Module):
 
     def _mask(self, occlusion: list[torch.Tensor], index: int) -> torch.Tensor:
         return occlusion[index] if self.multi_mask else occlusion[0]
-
-    def encode(self, source_image: torch.Tensor) -> list[torch.Tensor]:
-        """The encoder maps of every level (SameBlock, then each DownBlock): they depend on
-        the source alone, so reconstruction computes them once per clip."""
-        maps = [self.first(source_image)]
-        for block in self.down_blocks:
-            maps.append(block(maps[-1]))
-        return maps
 
     def forward(
         self,
@@ -509,21 +495,19 @@ class TPSMM(Animator):
         avd_network_params: dict | None = None,
     ):
         super().__init__()
-        common = resolve_common_params(
+        common = self.resolve_common(
             common_params,
-            self.method,
-            {"num_channels": 3, "bg": False, "multi_mask": True, "align_corners": True},
+            {"num_channels": 3, "bg": False, "multi_mask": True},
             required=("num_tps",),
         )
         num_tps, num_channels = common["num_tps"], common["num_channels"]
         bg, multi_mask = common["bg"], common["multi_mask"]
         # the authors pass align_corners=True to every grid_sample (CPABMM's code is TPSMM's)
-        if not common["align_corners"]:
+        if not self.align_corners:
             raise ConfigError(
                 f"model_params.common_params.align_corners: {self.method.upper()} warps with "
                 "align_corners=True (its authors pass it explicitly); False is not supported"
             )
-        self.align_corners = True
         self.kp_detector = KPDetector(num_tps, num_channels, **(kp_detector_params or {}))
         self.bg_predictor = (
             BGMotionPredictor(num_channels, **(bg_predictor_params or {})) if bg else None

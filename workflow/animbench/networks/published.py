@@ -3,10 +3,12 @@
 `load_or_random` is the policy of the frozen loss networks (VGG19, DINO ViT): fetch through the
 weight cache, load strictly; without the file, warn and keep the random initialisation (the
 trainer records the note; `train.pretrained` decides beforehand whether that is allowed).
+`FrozenNetwork` is what every such measuring network (VGG19, LPIPS, the DINO/SAM losses) is.
 """
 
 from __future__ import annotations
 
+import abc
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -44,3 +46,25 @@ def load_or_random(
     state = read(path)
     module.load_state_dict(select(state) if select else state, strict=True)
     return True, f"{what} weights from {path}"
+
+
+class FrozenNetwork(nn.Module, abc.ABC):
+    """A network used as a fixed instrument (a loss's or a metric's): no gradient to its
+    weights, always in eval mode. `pretrained` says whether its published weights loaded,
+    `weights_note` from where, or why not."""
+
+    def freeze(self, pretrained: bool, what: str) -> None:
+        """End of `__init__`: `load_pretrained()` when `pretrained`, then freeze."""
+        self.pretrained = False
+        self.weights_note = f"{what} randomly initialised (pretrained=False requested)"
+        if pretrained:
+            self.pretrained, self.weights_note = self.load_pretrained()
+        self.requires_grad_(False)
+        self.eval()
+
+    @abc.abstractmethod
+    def load_pretrained(self) -> tuple[bool, str]:
+        """Load the published weights; (loaded, note)."""
+
+    def train(self, mode: bool = True) -> FrozenNetwork:
+        return super().train(False)  # always frozen, never in training mode

@@ -11,14 +11,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from animbench.networks.published import load_or_random
+from animbench.networks.published import FrozenNetwork, load_or_random
 
 # torchvision's vgg19 `features` up to relu5_1 (index 29); M = 2×2 max pooling
 _VGG19_LAYOUT = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512]
 _VGG19_SLICES = [(0, 2), (2, 7), (7, 12), (12, 21), (21, 30)]
 
 
-class Vgg19(nn.Module):
+class Vgg19(FrozenNetwork):
     """Frozen VGG19 feature extractor returning relu1_1, relu2_1, relu3_1, relu4_1, relu5_1.
 
     Layer indices equal torchvision's `vgg19().features`, so its ImageNet file loads directly.
@@ -43,24 +43,18 @@ class Vgg19(nn.Module):
         self.features = nn.Sequential(*layers)
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
-        self.pretrained = False
-        self.weights_note = "VGG19 randomly initialised (pretrained=False requested)"
-        if pretrained:
-            self.pretrained, self.weights_note = self._load_imagenet()
-        self.requires_grad_(False)
-        self.eval()
+        self.freeze(pretrained, "VGG19")
 
-    def _load_imagenet(self) -> tuple[bool, str]:
+    def load_pretrained(self) -> tuple[bool, str]:
+        """torchvision's ImageNet file."""
         return load_or_random(
             self.features,
             "vgg19",
             "VGG19 ImageNet",
             "perceptual loss uses a randomly initialised VGG19",
             select=_features,
+            stacklevel=4,  # the caller of Vgg19(), past freeze and __init__
         )
-
-    def train(self, mode: bool = True) -> Vgg19:
-        return super().train(False)  # always frozen, never in training mode
 
     def forward(self, x: torch.Tensor, num_slices: int = 5) -> list[torch.Tensor]:
         """The first `num_slices` feature maps (deeper layers are not computed)."""

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from animbench.networks.published import load_or_random
+from animbench.networks.published import FrozenNetwork, load_or_random
 from animbench.networks.vit import VIT_B8, DinoVisionTransformer, cosine_self_similarity
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -43,22 +43,16 @@ def _load_frozen(module: nn.Module, name: str, what: str, loss: str) -> tuple[bo
     return load_or_random(module, name, what, f"{loss} uses a randomly initialised {what}")
 
 
-class FrozenNetworkLoss(nn.Module, abc.ABC):
-    """A loss on a frozen network (always in eval mode, no gradient to its weights) with
-    published weights: `pretrained` says whether they loaded, `weights_note` why not.
-    Subclasses name the network and its weight file (`published_weights`)."""
+class FrozenNetworkLoss(FrozenNetwork):
+    """A loss on a frozen network with published weights. Subclasses name the network and its
+    weight file (`published_weights`)."""
 
     def freeze(self, pretrained: bool, what: str, published: bool, unpublished_error: str) -> None:
-        """End of `__init__`: load the published weights when `pretrained` (a ValueError with
-        `unpublished_error` if the architecture has none), then freeze."""
-        self.pretrained = False
-        self.weights_note = f"{what} randomly initialised (pretrained=False requested)"
-        if pretrained:
-            if not published:
-                raise ValueError(unpublished_error)
-            self.load_pretrained()
-        self.requires_grad_(False)
-        self.eval()
+        """End of `__init__`: as `FrozenNetwork.freeze`, but a ValueError with
+        `unpublished_error` if `pretrained` is asked of an architecture with no published file."""
+        if pretrained and not published:
+            raise ValueError(unpublished_error)
+        super().freeze(pretrained, what)
 
     @abc.abstractmethod
     def published_weights(self) -> tuple[nn.Module, str, str, str]:
@@ -68,9 +62,6 @@ class FrozenNetworkLoss(nn.Module, abc.ABC):
         """Load the network's published weights (`weights.fetch(name)`); (loaded, note)."""
         self.pretrained, self.weights_note = _load_frozen(*self.published_weights())
         return self.pretrained, self.weights_note
-
-    def train(self, mode: bool = True) -> FrozenNetworkLoss:
-        return super().train(False)  # frozen, never in training mode
 
 
 # --- structure alignment (DINO ViT-B/8) ---------------------------------------------------------
