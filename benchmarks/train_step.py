@@ -6,6 +6,7 @@ peak on CPU (ru_maxrss, the process as a whole), torch's peak allocation on CUDA
 step is a warm-up and not timed. Variants are the trainer's options:
 
     fp32        fp32, NCHW: the reference implementations' numerics and layout (the baseline)
+    fp32-cl     fp32 + channels_last (the CPU default)
     bf16        bf16 autocast (the default on a CUDA GPU with bf16 support)
     bf16-cl     bf16 autocast + channels_last (the CUDA default)
     compile     bf16-cl + torch.compile
@@ -13,6 +14,8 @@ step is a warm-up and not timed. Variants are the trainer's options:
     python benchmarks/train_step.py                          # every model, paper batch
     python benchmarks/train_step.py --batch 2 --steps 2      # CPU-sized
     python benchmarks/train_step.py --presets fomm-vox256 --variants fp32 bf16-cl compile
+    python benchmarks/train_step.py --presets fomm-synthetic fomm-synthetic-body \
+        --variants fp32 fp32-cl --steps 10 --threads 1     # the CI benchmark's jobs
 
 Writes results/bench/train.parquet (one row per preset and variant).
 """
@@ -34,6 +37,7 @@ import pandas as pd
 PRESETS = ["fomm-vox256", "mraa-vox256", "mtia-vox256", "tpsmm-vox256", "cpabmm-vox256"]
 VARIANTS = {
     "fp32": {"precision": "fp32", "channels_last": "off"},
+    "fp32-cl": {"precision": "fp32", "channels_last": "on"},
     "bf16": {"precision": "bf16", "channels_last": "off"},
     "bf16-cl": {"precision": "bf16", "channels_last": "on"},
     "compile": {"precision": "bf16", "channels_last": "on", "compile": True},
@@ -54,10 +58,13 @@ def worker(args: argparse.Namespace) -> None:
     from animbench.models.registry import get_preset
     from animbench.train.trainer import TrainOptions, train
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     spec = get_preset(args.preset)
     batch = spec["train_params"]["batch_size"] if args.batch == "paper" else int(args.batch)
     size = spec["dataset_params"]["frame_shape"][0]
-    data = _dataset(Path(args.workdir) / f"data{size}", size, clips=max(batch, 4))
+    clips = max(batch, 4)
+    data = _dataset(Path(args.workdir) / f"data{size}-{clips}", size, clips=clips)
     steps = 1 + args.steps  # the first is the warm-up
     overrides = {
         "train_params": {
@@ -85,6 +92,7 @@ def worker(args: argparse.Namespace) -> None:
             options=TrainOptions(
                 **VARIANTS[args.variant], workers=0, image_every=0, tensorboard=False
             ),
+            allow_random_weights=True,  # the cost of a step does not depend on the weights
         )
         log = pd.read_csv(Path(out) / "log.csv")
     seconds = log["seconds"].diff().iloc[1:]  # per step, warm-up excluded
@@ -125,6 +133,7 @@ def main() -> None:
     parser.add_argument("--batch", default="paper", help="'paper' or a number")
     parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per worker")
     parser.add_argument("--workdir", default="results/bench/train-work")
     parser.add_argument("--out", default="results/bench/train.parquet")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -139,7 +148,9 @@ def main() -> None:
         worker(args)
         return
     variants = args.variants or (
-        ["fp32", "bf16", "bf16-cl", "compile"] if args.device == "cuda" else ["fp32", "bf16"]
+        ["fp32", "bf16", "bf16-cl", "compile"]
+        if args.device == "cuda"
+        else ["fp32", "fp32-cl", "bf16"]
     )
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "ANIMBENCH_OFFLINE": os.environ.get("ANIMBENCH_OFFLINE", "1")}
@@ -150,7 +161,7 @@ def main() -> None:
                 sys.executable, __file__, "--worker", "--preset", preset, "--variant", variant,
                 "--batch", str(args.batch), "--steps", str(args.steps), "--device", args.device,
                 "--workdir", args.workdir,
-            ]  # fmt: skip
+            ] + (["--threads", str(args.threads)] if args.threads else [])  # fmt: skip
             started = time.time()
             result = subprocess.run(command, env=env, capture_output=True, text=True)
             if result.returncode:

@@ -269,10 +269,20 @@ def test_cross_process_batch_norm_equals_whole_batch(tmp_path):
         torch.testing.assert_close(results[rank]["running"], net[1].running_var)
 
 
-def test_bf16_autocast_and_channels_last_train(tiny_dataset, tmp_path):
+def test_bf16_autocast_and_channels_last_train(tiny_dataset, tmp_path, monkeypatch):
+    from animbench.networks.vgg import Vgg19
+
     overrides = copy.deepcopy(TINY_OVERRIDES)
     overrides["train_params"]["max_steps"] = 2
     options = TrainOptions(precision="bf16", channels_last="on", image_every=1)
+    nhwc = []  # the objective's frozen VGG19 is converted too, not only the model
+    vgg_forward = Vgg19.forward
+
+    def spy(self, x, num_slices=5):
+        nhwc.append(self.features[0].weight.is_contiguous(memory_format=torch.channels_last))
+        return vgg_forward(self, x, num_slices)
+
+    monkeypatch.setattr(Vgg19, "forward", spy)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         train_tiny(tiny_dataset, tmp_path / "run", tmp_path / "cache", overrides=overrides,
@@ -280,6 +290,7 @@ def test_bf16_autocast_and_channels_last_train(tiny_dataset, tmp_path):
     summary = json.loads((tmp_path / "run" / "train.json").read_text())
     assert summary["options"]["precision"] == "bf16"
     assert summary["options"]["channels_last"] == "on"
+    assert nhwc and all(nhwc)
     log = pd.read_csv(tmp_path / "run" / "log.csv")
     assert log["perceptual"].notna().all() and (log["perceptual"] > 0).all()
     assert (tmp_path / "run" / "grid-latest.png").exists()

@@ -65,7 +65,10 @@ class TrainOptions:
     """How to run, not what to train (results do not depend on them beyond float rounding).
 
     precision      "bf16" autocast or "fp32"; "auto" = bf16 on a CUDA GPU that supports it
-    channels_last  NHWC memory layout for the convolutions; "auto" = on CUDA
+    channels_last  NHWC memory layout for the convolutions (the model's and the objective's
+                   loss networks); "auto" = on CUDA. Off on a CPU although up to 1.55× the steps
+                   per second there (benchmarks/train_step.py fp32-cl): MTIA's small face
+                   preset passes the CI benchmark only in NCHW (README)
     compile        torch.compile every network (off by default: not yet measured on a GPU)
     workers        DataLoader worker processes (None: the preset's num_workers, else 0)
     image_every    steps between image grids (0: none)
@@ -547,6 +550,8 @@ class _Run:
         train_params = spec["train_params"]
         # a built-in's, or an external model's objective_class (models/base.py)
         objective = objective_class(spec["model"])(self.model, train_params).to(self.device)
+        if self.options.channels_last == "on":  # its frozen VGG19 too: half of a step's work
+            objective.to(memory_format=torch.channels_last)
         self.warnings += list(objective.warnings)
         # from here on each process draws its own randomness (dropout, equivariance transforms)
         torch.manual_seed(self.seed + self.dist.rank)
