@@ -292,7 +292,7 @@ def worker(args: argparse.Namespace) -> list[dict]:
 
     from animbench.data.video import list_clips, read_clip
     from animbench.evaluate.flops import count_flops
-    from animbench.evaluate.image_metrics import _shared_lpips, frame_metrics, lpips_note
+    from animbench.evaluate.image_metrics import frame_metrics, lpips_note, lpips_pretrained
     from animbench.evaluate.reconstruct import drive_clips, load_animator, to_inference_layout
     from animbench.models.registry import get_preset
     from animbench.train.trainer import TrainOptions, train
@@ -438,7 +438,7 @@ def worker(args: argparse.Namespace) -> list[dict]:
         values = torch.cat([p.reshape(-1) for p in parts])
         if len(values) != frames:
             raise CheckFailed(f"{family}: {len(values)} {name} values for {frames} frames")
-        if name != "lpips" or _shared_lpips().pretrained:  # offline LPIPS is NaN by design
+        if name != "lpips" or lpips_pretrained():  # offline LPIPS is NaN by design
             _require_finite(family, f"metric {name}", values)
         means[name] = float(values.mean())
     rows.append({

@@ -172,6 +172,11 @@ def _lpips_on(device: torch.device) -> LPIPS:
     return copy.deepcopy(_shared_lpips()).to(device)
 
 
+def lpips_pretrained() -> bool:
+    """Whether this process's LPIPS has the published weights (offline: NaN by design)."""
+    return _shared_lpips().pretrained
+
+
 def lpips_note() -> str:
     """Which LPIPS weights `lpips`/`frame_metrics` use, or why LPIPS is NaN (provenance)."""
     return _shared_lpips().weights_note

@@ -241,17 +241,20 @@ class OcclusionAwareGenerator(SourceEncoder):
         and weighted by its occlusion, then bottleneck and decoder. With `warped_skips` (MRAA's
         and MTIA's generators), each decoder input and the output become
         warp(skip)·occ + decoder·(1 − occ), the source as the output's skip."""
-        out = features[-1] if motion is None else occlusion_blend(features[-1], None, motion, self)
-        out = self.bottleneck(out)
+
+        def blend(image: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
+            return occlusion_blend(image, previous, motion, self.align_corners)
+
+        out = self.bottleneck(features[-1] if motion is None else blend(features[-1], None))
         for i, block in enumerate(self.up_blocks):
             if warped_skips:
-                out = occlusion_blend(features[-(i + 1)], out, motion, self)
+                out = blend(features[-(i + 1)], out)
             out = block(out)
         if warped_skips:
-            out = occlusion_blend(features[0], out, motion, self)
+            out = blend(features[0], out)
         out = torch.sigmoid(self.final(out))
         if warped_skips:
-            out = occlusion_blend(source_image, out, motion, self)
+            out = blend(source_image, out)
         return out
 
     def forward(
@@ -272,12 +275,12 @@ class OcclusionAwareGenerator(SourceEncoder):
 
 
 def occlusion_blend(
-    image: torch.Tensor, previous: torch.Tensor | None, motion: dict, generator: nn.Module
+    image: torch.Tensor, previous: torch.Tensor | None, motion: dict, align_corners: bool
 ) -> torch.Tensor:
-    """warp(image)·occ + previous·(1 − occ): `image` warped by the motion's `deformation`
-    (with the generator's align_corners), the occlusion map resized to it; without a previous,
-    warp(image)·occ; without an occlusion map, warp(image)."""
-    warped = warp(image, motion["deformation"], align_corners=generator.align_corners)
+    """warp(image)·occ + previous·(1 − occ): `image` warped by the motion's `deformation`, the
+    occlusion map resized to it; without a previous, warp(image)·occ; without an occlusion
+    map, warp(image)."""
+    warped = warp(image, motion["deformation"], align_corners=align_corners)
     occlusion = motion.get("occlusion_map")
     if occlusion is None:
         return warped
