@@ -260,17 +260,31 @@ class OcclusionAwareGenerator(SourceEncoder):
     def forward(
         self, source_image, kp_driving, kp_source, source_features=None
     ) -> dict[str, torch.Tensor]:
-        if source_features is None:
-            source_features = self.encode(source_image)
-        result: dict[str, torch.Tensor] = {}
         motion = None
         if self.dense_motion_network is not None:
             motion = self.dense_motion_network(source_image, kp_driving, kp_source)
+        return self.outputs(source_image, motion, source_features)
+
+    def outputs(
+        self,
+        source_image: torch.Tensor,
+        motion: dict | None,
+        source_features: list[torch.Tensor] | None = None,
+        warped_skips: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """What every generator of this layout returns: the dense motion's outputs, the source
+        warped by it (`deformed`) and the `prediction` (`decode`)."""
+        if source_features is None:
+            source_features = self.encode(source_image)
+        result: dict[str, torch.Tensor] = {}
+        if motion is not None:
             result.update(motion)
             result["deformed"] = warp(
                 source_image, motion["deformation"], align_corners=self.align_corners
             )
-        result["prediction"] = self.decode(source_features, source_image, motion)
+        result["prediction"] = self.decode(
+            source_features, source_image, motion, warped_skips and motion is not None
+        )
         return result
 
 

@@ -27,7 +27,6 @@ from animbench.models.blocks import (
     heatmap_mean,
     make_coordinate_grid,
     region2gaussian,
-    warp,
 )
 from animbench.models.fomm import DenseMotionNetwork, HeatmapPredictor, OcclusionAwareGenerator
 
@@ -275,21 +274,12 @@ class Generator(OcclusionAwareGenerator):
     def forward(
         self, source_image, regions_driving, regions_source, bg_params=None, source_features=None
     ) -> dict[str, torch.Tensor]:
-        skips = source_features if source_features is not None else self.encode(source_image)
-        result: dict[str, torch.Tensor] = {}
         motion = None
         if self.pixelwise_flow_predictor is not None:
             motion = self.pixelwise_flow_predictor(
                 source_image, regions_driving, regions_source, bg_params
             )
-            result.update(motion)
-            result["deformed"] = warp(
-                source_image, motion["deformation"], align_corners=self.align_corners
-            )
-        result["prediction"] = self.decode(
-            skips, source_image, motion, self.skips and motion is not None
-        )
-        return result
+        return self.outputs(source_image, motion, source_features, self.skips)
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:

@@ -34,7 +34,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from animbench.models.base import Animator
-from animbench.models.blocks import warp
 from animbench.models.fomm import DenseMotionNetwork, MultiScaleDiscriminator
 from animbench.models.fomm import OcclusionAwareGenerator as _FOMMGenerator
 from animbench.models.mraa import BGMotionPredictor
@@ -315,20 +314,11 @@ class Generator(_FOMMGenerator):
     ) -> dict[str, torch.Tensor]:
         if not self.skips and bg_params is None:
             return super().forward(source_image, kp_driving, kp_source, source_features)
-        skips = source_features if source_features is not None else self.encode(source_image)
-        result: dict[str, torch.Tensor] = {}
         motion = None
         if self.dense_motion_network is not None:
             kp_driving = {**kp_driving, "bg_params": bg_params}
             motion = self.dense_motion_network(source_image, kp_driving, kp_source)
-            result.update(motion)
-            result["deformed"] = warp(
-                source_image, motion["deformation"], align_corners=self.align_corners
-            )
-        result["prediction"] = self.decode(
-            skips, source_image, motion, self.skips and motion is not None
-        )
-        return result
+        return self.outputs(source_image, motion, source_features, self.skips)
 
 
 class MTIA(Animator):

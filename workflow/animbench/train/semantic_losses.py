@@ -60,8 +60,7 @@ class FrozenNetworkLoss(FrozenNetwork):
 
     def load_pretrained(self) -> tuple[bool, str]:
         """Load the network's published weights (`weights.fetch(name)`); (loaded, note)."""
-        self.pretrained, self.weights_note = _load_frozen(*self.published_weights())
-        return self.pretrained, self.weights_note
+        return _load_frozen(*self.published_weights())
 
 
 # --- structure alignment (DINO ViT-B/8) ---------------------------------------------------------
