@@ -296,6 +296,25 @@ def test_bf16_autocast_and_channels_last_train(tiny_dataset, tmp_path, monkeypat
     assert (tmp_path / "run" / "grid-latest.png").exists()
 
 
+def test_channels_last_auto_follows_the_model_and_device():
+    """ "auto": NHWC on CUDA; on a CPU too, unless the model has instance norms (TPSMM, CPABMM),
+    whose CPU kernels copy NHWC data back to NCHW. "on" and "off" are kept as given."""
+    plain = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    instance = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.InstanceNorm2d(4))
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    auto = TrainOptions().resolve(cpu)
+    assert auto.channels_last == "auto"  # left to the model
+    assert auto.resolve_layout(plain, cpu).channels_last == "on"
+    assert auto.resolve_layout(instance, cpu).channels_last == "off"
+    assert auto.resolve_layout(instance, cuda).channels_last == "on"
+    for given in ("on", "off"):
+        assert (
+            TrainOptions(channels_last=given).resolve_layout(instance, cpu).channels_last == given
+        )
+    with pytest.raises(Exception, match="channels_last 'nhwc'"):
+        TrainOptions(channels_last="nhwc").resolve(cpu)
+
+
 @pytest.mark.parametrize("method", ["mraa", "tpsmm", "mtia"])
 def test_every_family_trains_under_bf16_autocast(tiny_dataset, tmp_path, method):
     """Both stages (AVD too) under bf16 autocast with channels_last: nothing in the models

@@ -49,7 +49,7 @@ from animbench.data.video import (
     to_uint8,
     write_clip,
 )
-from animbench.device import resolve_device
+from animbench.device import prefers_channels_last, resolve_device
 from animbench.errors import ConfigError
 from animbench.evaluate.image_metrics import FRAME_METRICS, frame_metrics, lpips_note
 from animbench.files import write_parquet_atomic
@@ -85,26 +85,6 @@ def _channels_last_input(module: torch.nn.Module, args: tuple) -> tuple | None:
     if x.dim() == 4 and not x.is_contiguous(memory_format=torch.channels_last):
         return (x.contiguous(memory_format=torch.channels_last), *args[1:])
     return None
-
-
-def has_instance_norm(model: torch.nn.Module) -> bool:
-    """Whether a network that reconstruction runs (any but the discriminator) has an
-    InstanceNorm layer: TPSMM's and CPABMM's dense motion and inpainting networks."""
-    networks = getattr(model, "networks", {"model": model})
-    return any(
-        isinstance(module, torch.nn.modules.instancenorm._InstanceNorm)
-        for name, net in networks.items()
-        if name != "discriminator"
-        for module in net.modules()
-    )
-
-
-def prefers_channels_last(model: torch.nn.Module, device: torch.device) -> bool:
-    """channels_last (NHWC) on a CPU, unless the model has instance norms: CPU InstanceNorm
-    copies NHWC data to NCHW and back (TPSMM vox-256: `aten::copy_` 11.8% of a pass, although
-    its convolutions run 13% faster), so TPSMM is slower in NHWC at every batch. NCHW on
-    other devices."""
-    return torch.device(device).type == "cpu" and not has_instance_norm(model)
 
 
 def to_inference_layout(

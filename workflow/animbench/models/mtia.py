@@ -138,7 +138,9 @@ class Transformer(nn.Module):
 
 class MotionTransformer(nn.Module):
     """Image tokens (patch features → Linear → d, + sine encoding) and 2K motion tokens (K kp
-    tokens, K jacobian tokens) through the transformer; heads regress keypoints and Jacobians."""
+    tokens, K jacobian tokens) through the transformer; heads regress keypoints and Jacobians.
+    The motion tokens are drawn from N(0, `motion_token_std`²), truncated at ±2 (the
+    reference's 0.02; the small synthetic presets use 1, mtia_presets.py says why)."""
 
     def __init__(
         self,
@@ -153,9 +155,11 @@ class MotionTransformer(nn.Module):
         dropout: float = 0.0,
         position_encoding: bool = True,
         estimate_jacobian: bool = True,
+        motion_token_std: float = 0.02,
     ):
         super().__init__()
         h, w = feature_size
+        self.motion_token_std = motion_token_std
         if h % patch_size or w % patch_size:
             raise ValueError(f"feature map {feature_size} is not divisible by patch {patch_size}")
         self.patch_size = patch_size
@@ -179,7 +183,7 @@ class MotionTransformer(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        nn.init.trunc_normal_(self.keypoint_token, std=0.02)
+        nn.init.trunc_normal_(self.keypoint_token, std=self.motion_token_std)
         for module in self.modules():
             init_transformer_weights(module)
         if self.estimate_jacobian:  # identity Jacobians at initialisation

@@ -47,7 +47,7 @@ from tqdm import tqdm
 
 from animbench import __version__, checkpoint
 from animbench.data.datasets import FramePairs
-from animbench.device import resolve_device
+from animbench.device import prefers_channels_last, resolve_device
 from animbench.errors import ConfigError, DataError
 from animbench.models.registry import MODEL_BUILDERS, build, get_preset
 from animbench.train import identity, pretrained
@@ -66,9 +66,9 @@ class TrainOptions:
 
     precision      "bf16" autocast or "fp32"; "auto" = bf16 on a CUDA GPU that supports it
     channels_last  NHWC memory layout for the convolutions (the model's and the objective's
-                   loss networks); "auto" = on CUDA. Off on a CPU although up to 1.55× the steps
-                   per second there (benchmarks/train_step.py fp32-cl): MTIA's small face
-                   preset passes the CI benchmark only in NCHW (README)
+                   loss networks); "auto" = on CUDA, and on a CPU unless the model has instance
+                   norms (device.prefers_channels_last: 1.09-1.55× the steps per second of the
+                   small presets there, benchmarks/train_step.py fp32-cl; TPSMM 1.01)
     compile        torch.compile every network (off by default: not yet measured on a GPU)
     workers        DataLoader worker processes (None: the preset's num_workers, else 0)
     image_every    steps between image grids (0: none)
@@ -91,14 +91,16 @@ class TrainOptions:
             precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
         if precision not in ("bf16", "fp32"):
             raise ConfigError(f"precision {self.precision!r}: expected auto, bf16 or fp32")
-        channels_last = {"auto": "on" if cuda else "off"}.get(
-            self.channels_last, self.channels_last
-        )
-        if channels_last not in ("on", "off"):
+        if self.channels_last not in ("auto", "on", "off"):
             raise ConfigError(f"channels_last {self.channels_last!r}: expected auto, on or off")
-        return TrainOptions(
-            **{**asdict(self), "precision": precision, "channels_last": channels_last}
-        )
+        return TrainOptions(**{**asdict(self), "precision": precision})
+
+    def resolve_layout(self, model: torch.nn.Module, device: torch.device) -> TrainOptions:
+        """`channels_last` "auto" made "on" or "off" for this model on this device."""
+        if self.channels_last != "auto":
+            return self
+        on = device.type == "cuda" or prefers_channels_last(model, device)
+        return TrainOptions(**{**asdict(self), "channels_last": "on" if on else "off"})
 
 
 class _StopRequest:
@@ -288,6 +290,7 @@ class _Run:
         out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(seed)  # the same initial weights in every process
         self.model = build(self.spec).to(device)
+        self.options = options = options.resolve_layout(self.model, device)
         # what the weights depend on: a folder trained under another one is never resumed
         self.identity = identity.run_identity(method, self.spec, seed, data, options.precision)
         self.state, resumed_from = self._load_resumable()
