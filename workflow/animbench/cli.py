@@ -292,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--channels-last",
         default="auto",
         choices=["auto", "on", "off"],
-        help="NHWC memory layout for the model and the loss networks (auto: on CUDA)",
+        help="NHWC memory layout for the model and the loss networks (auto: on CUDA, and on a CPU unless the model has instance norms)",
     )
     p.add_argument("--compile", action="store_true", help="torch.compile every network")
     p.add_argument(
