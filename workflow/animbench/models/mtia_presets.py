@@ -147,7 +147,7 @@ MTIA_SMALL["model_params"]["kp_detector_params"] = merge(  # not FOMM's keys
         # The reference draws the motion tokens with std 0.02: the kp tokens then start as near
         # copies and, at this size and schedule, the keypoints ended as one cluster (mean
         # pairwise distance 0.003-0.012 in [-1, 1]) that followed the face in 1 of 9 runs.
-        # With std 1 the row passed in 3 of 4 (README: MTIA's face row); not yet robust.
+        # With std 1 it passed in 3 of 6 (README: MTIA's face row): better, not robust.
         "motion_token_std": 1.0,
     },
 )
