@@ -532,33 +532,22 @@ class TPSMM(Animator):
         """The dense motion network; a model with other transforms (CPABMM) overrides it."""
         return DenseMotionNetwork(**params)
 
-    def generate(
-        self,
-        source: torch.Tensor,
-        kp_source: dict,
-        kp_driving: dict,
-        bg_param: torch.Tensor | None = None,
-        dropout_p: float | None = None,
-        source_features: list[torch.Tensor] | None = None,
-    ) -> dict:
-        """Dense motion + inpainting for given motion parameters."""
-        motion = self.dense_motion_network(source, kp_driving, kp_source, bg_param, dropout_p)
-        out = {**motion, **self.inpainting_network(source, motion, source_features)}
-        if bg_param is not None:
-            out["bg_param"] = bg_param
-        return out
-
     def animate(
         self,
         source: torch.Tensor,
         kp_source: dict,
         kp_driving: dict,
         source_features: list[torch.Tensor] | None = None,
+        dropout_p: float | None = None,
     ) -> dict:
+        """Dense motion + inpainting; the background moves when `kp_driving` keeps its frame
+        and the model has a background predictor. `dropout_p` (training): TPS dropout."""
         bg_param = self.background_motion(source, kp_driving)
-        return self.generate(
-            source, kp_source, kp_driving, bg_param, source_features=source_features
-        )
+        motion = self.dense_motion_network(source, kp_driving, kp_source, bg_param, dropout_p)
+        out = {**motion, **self.inpainting_network(source, motion, source_features)}
+        if bg_param is not None:
+            out["bg_param"] = bg_param
+        return out
 
     def relative_motion(
         self, kp_source: dict, kp_driving: dict, kp_driving_initial: dict, adapt_scale: bool
@@ -594,10 +583,8 @@ class TPSMM(Animator):
         epochs before bg_start), `dropout_p` enables the TPS dropout."""
         kp_source = self.kp_detector(source)
         kp_driving = self.kp_detector(driving)
-        bg_param = None
-        if self.bg_predictor is not None and use_bg:
-            bg_param = self.bg_predictor(source, driving)
-        out = self.generate(source, kp_source, kp_driving, bg_param, dropout_p)
+        with_frame = {**kp_driving, "frame": driving} if use_bg else kp_driving
+        out = self.animate(source, kp_source, with_frame, dropout_p=dropout_p)
         out["kp_source"] = kp_source
         out["kp_driving"] = kp_driving
         return out
