@@ -209,6 +209,24 @@ def test_tps_moves_an_affine_configuration_affinely():
     torch.testing.assert_close(grid[0, 0], expected, atol=1e-4, rtol=0)
 
 
+def test_tps_runs_in_fp32_under_bf16_autocast():
+    """The default on a bf16 GPU is autocast: the splines must not be summed in bf16 (that
+    moved grid points by up to 5 px at 64²). Keypoints exactly representable in bf16, so the
+    bf16 inputs carry the same numbers as the fp32 ones."""
+    generator = torch.Generator().manual_seed(0)
+    kp_1 = (torch.rand(4, 10, 5, 2, generator=generator) * 1.6 - 0.8).bfloat16().float()
+    kp_2 = (kp_1 + 0.05 * torch.randn(4, 10, 5, 2, generator=generator)).bfloat16().float()
+    expected = TPS.from_keypoints(kp_1, kp_2).grid((64, 64))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        grid = TPS.from_keypoints(kp_1.bfloat16(), kp_2.bfloat16()).grid((64, 64))
+    assert grid.dtype == torch.float32
+    torch.testing.assert_close(grid, expected, atol=1e-6, rtol=0)
+    frame = torch.rand(2, 3, 16, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        warped = TPS.random(2, generator=generator).transform_frame(frame)
+    assert warped.dtype == torch.float32
+
+
 def test_random_tps():
     generator = torch.Generator().manual_seed(0)
     transform = TPS.random(3, sigma_affine=0.05, sigma_tps=0.005, points_tps=5, generator=generator)
