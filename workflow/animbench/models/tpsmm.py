@@ -79,23 +79,20 @@ class TPS:
     ) -> TPS:
         """The splines mapping each group of kp_1 [B, G, N, 2] onto kp_2 (driving → source),
         solved in fp32 under any autocast (see `warp_coordinates`)."""
+        kp_1, kp_2 = kp_1.float(), kp_2.float()
         with torch.autocast(kp_1.device.type, enabled=False):
-            return cls._from_keypoints(kp_1.float(), kp_2.float(), regularization)
-
-    @classmethod
-    def _from_keypoints(cls, kp_1: torch.Tensor, kp_2: torch.Tensor, regularization: float) -> TPS:
-        b, g, n, _ = kp_1.shape
-        kernel = tps_kernel((kp_1.unsqueeze(3) - kp_1.unsqueeze(2)).square().sum(-1))
-        p = torch.cat([kp_1, torch.ones_like(kp_1[..., :1])], dim=-1)  # [B, G, N, 3]
-        zeros = kp_1.new_zeros(b, g, 3, 3)
-        system = torch.cat(
-            [torch.cat([kernel, p], dim=3), torch.cat([p.transpose(2, 3), zeros], dim=3)], dim=2
-        )
-        eye = torch.eye(n + 3, device=kp_1.device, dtype=kp_1.dtype)
-        target = torch.cat([kp_2, kp_1.new_zeros(b, g, 3, 2)], dim=2)
-        params = torch.linalg.solve(system + regularization * eye, target)  # [B, G, N+3, 2]
-        theta = params[:, :, n:, :].transpose(2, 3)  # rows (x, y), columns (x, y, 1)
-        return cls(theta, kp_1, params[:, :, :n, :], mode="kp")
+            b, g, n, _ = kp_1.shape
+            kernel = tps_kernel((kp_1.unsqueeze(3) - kp_1.unsqueeze(2)).square().sum(-1))
+            p = torch.cat([kp_1, torch.ones_like(kp_1[..., :1])], dim=-1)  # [B, G, N, 3]
+            zeros = kp_1.new_zeros(b, g, 3, 3)
+            system = torch.cat(
+                [torch.cat([kernel, p], dim=3), torch.cat([p.transpose(2, 3), zeros], dim=3)], dim=2
+            )
+            eye = torch.eye(n + 3, device=kp_1.device, dtype=kp_1.dtype)
+            target = torch.cat([kp_2, kp_1.new_zeros(b, g, 3, 2)], dim=2)
+            params = torch.linalg.solve(system + regularization * eye, target)  # [B, G, N+3, 2]
+            theta = params[:, :, n:, :].transpose(2, 3)  # rows (x, y), columns (x, y, 1)
+            return cls(theta, kp_1, params[:, :, :n, :], mode="kp")
 
     @classmethod
     def random(
@@ -126,18 +123,16 @@ class TPS:
         [B, G, M, 2] in 'kp' mode, [B, M, 2] in 'random' mode. Always fp32, autocast or not:
         summed in bf16 over the control points, the spline terms of nearby keypoints cancel
         badly (up to 5.3 px off at 64², mean 0.04 px, for 10 random TPS of jittered points)."""
+        coordinates = coordinates.float()
         with torch.autocast(coordinates.device.type, enabled=False):
-            return self._warp_coordinates(coordinates.float())
-
-    def _warp_coordinates(self, coordinates: torch.Tensor) -> torch.Tensor:
-        theta = self.theta.to(coordinates)
-        points = self.control_points.to(coordinates)
-        if coordinates.dim() == 3:
-            coordinates = coordinates.unsqueeze(1)  # shared by every group
-        affine = coordinates @ theta[..., :2].transpose(2, 3) + theta[..., 2].unsqueeze(2)
-        squared = (coordinates.unsqueeze(3) - points.unsqueeze(2)).square().sum(-1)  # [.,G,M,N]
-        out = affine + tps_kernel(squared) @ self.control_params.to(coordinates)
-        return out[:, 0] if self.mode == "random" else out
+            theta = self.theta.to(coordinates)
+            points = self.control_points.to(coordinates)
+            if coordinates.dim() == 3:
+                coordinates = coordinates.unsqueeze(1)  # shared by every group
+            affine = coordinates @ theta[..., :2].transpose(2, 3) + theta[..., 2].unsqueeze(2)
+            squared = (coordinates.unsqueeze(3) - points.unsqueeze(2)).square().sum(-1)  # [.,G,M,N]
+            out = affine + tps_kernel(squared) @ self.control_params.to(coordinates)
+            return out[:, 0] if self.mode == "random" else out
 
     def grid(self, spatial_size: tuple[int, int], device=None, dtype=torch.float32):
         """The transforms sampled on an [H, W] grid: [B, G, H, W, 2] ('kp') or [B, H, W, 2]."""
