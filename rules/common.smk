@@ -123,10 +123,13 @@ def train_launcher(wildcards, resources):
 
 
 def train_options(wildcards):
-    """config `training:` as animbench train options."""
+    """config `training:` as animbench train options (`methods.<m>.precision` first)."""
     options = config["training"]
+    precision = config["methods"][wildcards.method].get(
+        "precision", options["precision"]
+    )
     args = [
-        f"--precision {options['precision']}",
+        f"--precision {precision}",
         f"--channels-last {options['channels_last']}",
         f"--checkpoint-every {options['checkpoint_every']}",
         f"--image-every {options['image_every']}",

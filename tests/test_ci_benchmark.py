@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from ci_support import run_profile, snakemake
 from ci_support import table_value as _value
+
+from animbench.device import native_bf16
 
 pytestmark = pytest.mark.slow
 
@@ -90,6 +93,9 @@ def test_table2_records_provenance(ci_run: Path):
     assert (fomm.n_videos > 0).all() and (fomm.n_frames > 0).all()
     assert fomm.config_hash.str.len().gt(0).all()
     assert fomm.note.str.contains("vgg19-dcbb9e9d.pth").all()  # names the missing file
+    # the CI profile trains FOMM in bf16 where the CPU has bf16 arithmetic; its rows say so
+    bf16 = trained.note.str.contains("trained with bf16 autocast")
+    assert (bf16 == ((trained.method == "FOMM") & native_bf16(torch.device("cpu")))).all()
 
 
 def test_table2_intervals_and_pairs(ci_run: Path):

@@ -59,7 +59,7 @@ def test_source_copy(tiny_dataset, tmp_path):
     assert summary["n_videos"] == 2
     assert summary["n_frames"] == 2 * TINY_FRAMES
     assert summary["l1"] == pytest.approx(frames["l1"].mean())
-    assert summary["warnings"] == []
+    assert summary["warnings"] == [] and summary["training_precision"] is None
 
 
 def test_rerun_skips_finished_clips(tiny_dataset, tmp_path):
@@ -120,6 +120,7 @@ def test_fomm_reconstruction(tiny_dataset, trained_run, tmp_path):
     assert summary["method"] == "fomm"
     assert summary["checkpoint_sha256"] is not None and len(summary["checkpoint_sha256"]) == 64
     assert any("VGG19" in w for w in summary["warnings"])
+    assert summary["training_precision"] == "fp32"  # the checkpoint's, for the tables' notes
     assert summary["n_frames"] == len(frames)
     assert summary["l1"] == pytest.approx(frames["l1"].mean())
     # the plan it ran with: FOMM on a CPU, 4 frames a pass, channels_last

@@ -605,3 +605,24 @@ def test_akd_note_counts_the_frames_without_keypoints(tmp_path) -> None:
     assert "AKD over 7 of 10 frames: no keypoints detected" in akd.note and "3 (30%)" in akd.note
     assert "AKD over" not in row(table, "vox", "Source copy", "AKD").note
     assert "AKD over" not in row(table, "vox", "FOMM", "L1").note
+
+
+def test_bf16_training_is_noted(tmp_path) -> None:
+    """A row whose checkpoint trained under bf16 autocast says so; fp32 rows and rows without
+    a recorded precision (baselines, releases) do not."""
+    bf16 = metric_rows("vox", "fomm", [4, 6])
+    bf16["training_precision"] = "bf16"
+    fp32 = metric_rows("vox", "mraa", [4, 6])
+    fp32["training_precision"] = "fp32"
+    paths = [
+        write_parquet_atomic(bf16.astype({"training_precision": "string"}), tmp_path / "f.parquet"),
+        write_parquet_atomic(fp32.astype({"training_precision": "string"}), tmp_path / "m.parquet"),
+        write_parquet_atomic(metric_rows("vox", "source-copy", [4, 6]), tmp_path / "sc.parquet"),
+    ]
+    spec = {**SPEC, "methods": ["fomm", "mraa"]}
+    table = tables.write_table2(paths, spec, tmp_path / "table2.parquet")
+    note = "trained with bf16 autocast"
+    assert note in row(table, "vox", "FOMM", "L1").note
+    assert note in row(table, "vox", "FOMM", "AKD").note
+    assert note not in row(table, "vox", "MRAA", "L1").note
+    assert note not in row(table, "vox", "Source copy", "L1").note

@@ -315,6 +315,29 @@ def test_channels_last_auto_follows_the_model_and_device():
         TrainOptions(channels_last="nhwc").resolve(cpu)
 
 
+def test_precision_resolves_per_device(monkeypatch):
+    """ "auto": bf16 only on a CUDA GPU with bf16; "bf16-if-native": bf16 wherever the device
+    has bf16 arithmetic (a CPU with AVX512-BF16 or AMX too), else fp32; explicit values stay."""
+    from animbench import device as device_module
+    from animbench.train import trainer
+
+    cpu = torch.device("cpu")
+    assert TrainOptions().resolve(cpu).precision == "fp32"
+    for native, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(trainer, "native_bf16", lambda device, native=native: native)
+        assert TrainOptions(precision="bf16-if-native").resolve(cpu).precision == expected
+        assert TrainOptions(precision="auto").resolve(cpu).precision == "fp32"
+        for given in ("bf16", "fp32"):
+            assert TrainOptions(precision=given).resolve(cpu).precision == given
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert device_module.native_bf16(cpu)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert not device_module.native_bf16(cpu)
+    with pytest.raises(Exception, match="precision 'fp16'"):
+        TrainOptions(precision="fp16").resolve(cpu)
+
+
 @pytest.mark.parametrize("method", ["mraa", "tpsmm", "mtia"])
 def test_every_family_trains_under_bf16_autocast(tiny_dataset, tmp_path, method):
     """Both stages (AVD too) under bf16 autocast with channels_last: nothing in the models

@@ -181,6 +181,11 @@ def test_ci_profile_runs_on_cpu():
     for method in CI_METHODS:
         assert sum(f"--preset {method}-synthetic" in line for line in trains) == 2
     assert "gpu=1" not in proc.stdout
+    # methods.fomm.precision of the CI profile reaches FOMM's jobs only; the rest keep
+    # training.precision
+    for line in trains:
+        expected = "bf16-if-native" if "--method fomm " in line else "auto"
+        assert f"--precision {expected} " in line, line
 
 
 def test_cpab_tables_plan_offline():

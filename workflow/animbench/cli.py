@@ -285,8 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--precision",
         default="auto",
-        choices=["auto", "bf16", "fp32"],
-        help="bf16 autocast or fp32 (auto: bf16 on a CUDA GPU that supports it)",
+        choices=["auto", "bf16-if-native", "bf16", "fp32"],
+        help="bf16 autocast or fp32 (auto: bf16 on a CUDA GPU that supports it; bf16-if-native: "
+        "also on a CPU with AVX512-BF16 or AMX)",
     )
     p.add_argument(
         "--channels-last",

@@ -1,4 +1,5 @@
-"""The torch device a run uses, and the memory layout its convolutions run fastest in."""
+"""The torch device a run uses, the memory layout its convolutions run fastest in, and whether
+it computes bf16 natively."""
 
 from __future__ import annotations
 
@@ -29,3 +30,15 @@ def prefers_channels_last(model: torch.nn.Module, device: torch.device) -> bool:
     its convolutions run 13% faster), so TPSMM is slower in NHWC at every batch. NCHW on
     other devices (for reconstruction; training also takes NHWC on CUDA, trainer.TrainOptions)."""
     return torch.device(device).type == "cpu" and not has_instance_norm(model)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 autocast runs on the device's own bf16 arithmetic: a CUDA GPU that
+    supports it, or a CPU with AVX512-BF16 or AMX. Elsewhere bf16 is emulated and slower
+    than fp32."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return False

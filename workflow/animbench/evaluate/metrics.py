@@ -65,6 +65,7 @@ COLUMNS = [
     "predictions_sha256",
     "warnings",
     "deviations",  # how the checkpoint's training left its preset (random weights): "deviates"
+    "training_precision",  # fp32 or bf16 (autocast): the tables note bf16
 ]
 # per-frame columns of frames.parquet beside l1 (image_metrics.FRAME_METRICS), optional
 FRAME_COLUMNS = ("psnr", "ssim", "lpips")
@@ -372,6 +373,7 @@ def video_metrics(
                 predictions_sha256=None if predictions is None else str(predictions),
                 warnings="; ".join(str(w) for w in warnings) or None,
                 deviations="; ".join(str(d) for d in deviations) or None,
+                training_precision=info.get("training_precision"),
             )
             rows.append(row)
 

@@ -480,6 +480,8 @@ def reconstruct(
         "preset": payload.get("preset", {}).get("note"),
         "warnings": payload.get("warnings", []),
         "deviations": payload.get("deviations", []),  # the tables' status "deviates"
+        # the trainer's numerics (fp32 or bf16 autocast; none for imported releases)
+        "training_precision": payload.get("identity", {}).get("precision"),
         "n_videos": len(clips),
         "n_frames": len(frames),
         "l1": float(frames["l1"].mean()),

@@ -47,7 +47,7 @@ from tqdm import tqdm
 
 from animbench import __version__, checkpoint
 from animbench.data.datasets import FramePairs
-from animbench.device import prefers_channels_last, resolve_device
+from animbench.device import native_bf16, prefers_channels_last, resolve_device
 from animbench.errors import ConfigError, DataError
 from animbench.models.registry import MODEL_BUILDERS, build, get_preset
 from animbench.train import identity, pretrained
@@ -64,7 +64,10 @@ class TrainingInterrupted(KeyboardInterrupt):
 class TrainOptions:
     """How to run, not what to train (results do not depend on them beyond float rounding).
 
-    precision      "bf16" autocast or "fp32"; "auto" = bf16 on a CUDA GPU that supports it
+    precision      "bf16" autocast or "fp32"; "auto" = bf16 on a CUDA GPU that supports it;
+                   "bf16-if-native" = bf16 where the device has bf16 arithmetic (that GPU, or
+                   a CPU with AVX512-BF16 or AMX: 1.56× FOMM's body steps on this project's
+                   CPU, benchmarks/train_step.py bf16-cl), else fp32
     channels_last  NHWC memory layout for the convolutions (the model's and the objective's
                    loss networks); "auto" = on CUDA, and on a CPU unless the model has instance
                    norms (device.prefers_channels_last: 1.09-1.55× the steps per second of the
@@ -89,8 +92,12 @@ class TrainOptions:
         precision = self.precision
         if precision == "auto":
             precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+        elif precision == "bf16-if-native":
+            precision = "bf16" if native_bf16(device) else "fp32"
         if precision not in ("bf16", "fp32"):
-            raise ConfigError(f"precision {self.precision!r}: expected auto, bf16 or fp32")
+            raise ConfigError(
+                f"precision {self.precision!r}: expected auto, bf16-if-native, bf16 or fp32"
+            )
         if self.channels_last not in ("auto", "on", "off"):
             raise ConfigError(f"channels_last {self.channels_last!r}: expected auto, on or off")
         return TrainOptions(**{**asdict(self), "precision": precision})
