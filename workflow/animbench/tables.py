@@ -188,7 +188,7 @@ def _measure(
         if deviations:
             row["status"] = "deviates"
             notes.append(f"training deviates from the preset: {deviations}")
-        if "bf16" in (_unique(group.get("training_precision")) or ""):
+        if "training_precision" in group and (group["training_precision"] == "bf16").any():
             notes.append("trained with bf16 autocast (the authors trained in fp32)")
         notes.extend(_missing_provenance(row, metric, baseline))
     elif metric in EXTRA_METRICS:

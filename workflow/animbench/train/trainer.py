@@ -91,7 +91,7 @@ class TrainOptions:
         cuda = device.type == "cuda"
         precision = self.precision
         if precision == "auto":
-            precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+            precision = "bf16" if cuda and native_bf16(device) else "fp32"
         elif precision == "bf16-if-native":
             precision = "bf16" if native_bf16(device) else "fp32"
         if precision not in ("bf16", "fp32"):
